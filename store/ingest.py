@@ -1,0 +1,135 @@
+"""The ingest service: one per symbol, feed -> candles -> Redis.
+
+It reads trade batches from a source (a replay or a live feed), keeps the
+1-minute candles up to date with :class:`compute.candles.CandleAccumulator`
+and appends each batch, the candles it touched and the status to Redis in one
+transaction (:meth:`store.redis_store.RedisStore.append`), then rings the
+``updated`` doorbell. Dashboard sessions never see the source; they read Redis.
+
+While Redis is unreachable the service keeps reading its source and holds the
+batches in a bounded in-memory buffer (:attr:`IngestService.max_buffer_trades`
+trades); they are written in order once Redis answers again. Only when the
+buffer is full are the oldest batches dropped, and they are counted in
+``dropped_trades`` and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+
+import param
+import redis.exceptions
+
+from compute.candles import CandleAccumulator
+
+from .redis_store import RedisStore
+
+log = logging.getLogger(__name__)
+
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+class IngestService(param.Parameterized):
+    """Write one symbol's trades from ``source`` into Redis.
+
+    ``source`` is an async iterable of :class:`compute.batch.TradeBatch` (in
+    exchange-time order) with a ``describe()`` method giving the status text,
+    e.g. ``"REPLAY BTCUSDT-trades-2020-02-22.00-12UTC.csv.gz at 10x"``.
+    """
+
+    symbol = param.String(default="BTCUSDT", doc="Exchange symbol, upper case.")
+    tick = param.Number(default=0.01, bounds=(0, None), inclusive_bounds=(False, True),
+                        doc="Tick size of the symbol in quote currency.")
+    interval_ms = param.Integer(default=60_000, bounds=(1000, None), doc="Candle interval kept in Redis (ms).")
+    max_buffer_trades = param.Integer(default=2_000_000, bounds=(1000, None),
+                                      doc="Trades held in memory while Redis is down before the oldest are dropped.")
+    tps_window_s = param.Number(default=5.0, bounds=(0.5, 60), doc="Window of the trades-per-second figure (s).")
+
+    trades_written = param.Integer(default=0, constant=True, doc="Trades appended to Redis so far.")
+    dropped_trades = param.Integer(default=0, constant=True, doc="Trades dropped because the buffer was full.")
+    redis_ok = param.Boolean(default=True, constant=True, doc="Whether the last write to Redis succeeded.")
+
+    def __init__(self, source, store: RedisStore, **params):
+        super().__init__(**params)
+        self.source = source
+        self.store = store
+        self._candles = CandleAccumulator(self.interval_ms)
+        self._pending: collections.deque = collections.deque()
+        self._pending_trades = 0
+        self._rate: collections.deque = collections.deque()
+        self._task: asyncio.Task | None = None
+        self._down_since: float | None = None
+
+    def start(self) -> asyncio.Task:
+        """Run :meth:`run` as a task on the current event loop."""
+        self._task = asyncio.ensure_future(self.run())
+        return self._task
+
+    async def stop(self) -> None:
+        """Cancel the task and wait for it."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    def _tps(self, n: int) -> float:
+        now = time.monotonic()
+        self._rate.append((now, n))
+        while self._rate and now - self._rate[0][0] > self.tps_window_s:
+            self._rate.popleft()
+        span = max(now - self._rate[0][0], 1.0) if len(self._rate) > 1 else self.tps_window_s
+        return sum(k for _, k in self._rate) / span
+
+    async def run(self) -> None:
+        """Consume the source until it ends (a replay loops forever) or the task is cancelled."""
+        registered = False
+        async for batch in self.source:
+            if not len(batch):
+                continue
+            candles = self._candles.update(batch)
+            self._pending.append((batch, candles))
+            self._pending_trades += len(batch)
+            while self._pending_trades > self.max_buffer_trades and len(self._pending) > 1:
+                old, _ = self._pending.popleft()
+                self._pending_trades -= len(old)
+                with param.edit_constant(self):
+                    self.dropped_trades += len(old)
+                log.error("ingest buffer full: dropped %d trades of %s", len(old), self.symbol)
+            tps = self._tps(len(batch))
+            try:
+                if not registered:
+                    await self.store.register_symbol(self.symbol)
+                    registered = True
+                await self._flush(tps)
+            except REDIS_ERRORS as e:
+                if self._down_since is None:
+                    self._down_since = time.time()
+                    log.warning("Redis unreachable (%s); buffering trades of %s", type(e).__name__, self.symbol)
+                with param.edit_constant(self):
+                    self.redis_ok = False
+
+    async def _flush(self, tps: float) -> None:
+        while self._pending:
+            batch, candles = self._pending[0]
+            meta = {
+                "source": self.source.describe(), "tick": repr(self.tick),
+                "last_trade_time": int(batch.time[-1]), "last_trade_id": int(batch.trade_id[-1]),
+                "tps": f"{tps:.1f}", "heartbeat": int(time.time() * 1000),
+                "trades_written": self.trades_written + len(batch),
+                "buffered_trades": self._pending_trades - len(batch),
+                "dropped_trades": self.dropped_trades,
+            }
+            await self.store.append(batch, candles, meta, self.interval_ms)
+            self._pending.popleft()
+            self._pending_trades -= len(batch)
+            with param.edit_constant(self):
+                self.trades_written += len(batch)
+                self.redis_ok = True
+        if self._down_since is not None:
+            log.warning("Redis reachable again after %.1f s; buffer flushed", time.time() - self._down_since)
+            self._down_since = None
