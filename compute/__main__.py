@@ -1,0 +1,105 @@
+"""Command line: ``python -m compute profile FILE --tick 0.01 --row-size 5 [...]`` prints JSON.
+
+Subcommands are registered in :data:`COMMANDS` (name -> (add_arguments, run));
+``run(args)`` returns the JSON-able result. Any bad argument, unreadable file or
+empty range prints one line ``error: ...`` on stderr and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import orjson
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one line on stderr and exit code 2."""
+
+    def error(self, message):  # noqa: D401 - argparse API
+        raise _CliError(f"{self.prog}: {message}")
+
+
+class _CliError(Exception):
+    pass
+
+
+def _read(path: str):
+    """Read a trade file into a TradeBatch (any format feeds.readers knows)."""
+    from feeds.readers import read_trades
+
+    return read_trades(path)
+
+
+def _ms(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time in UTC ms: {text!r}") from None
+
+
+def _percentiles(text: str) -> tuple[float, ...]:
+    try:
+        ps = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
+    if not ps or any(not 0 <= p <= 1 for p in ps):
+        raise argparse.ArgumentTypeError(f"percentiles must be numbers in [0, 1]: {text!r}")
+    return ps
+
+
+# -- profile ------------------------------------------------------------------------------
+def _profile_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="trade file (Binance trades/aggTrades dump, tardis CSV, WebSocket recording)")
+    p.add_argument("--tick", type=float, required=True, help="tick size (quote currency)")
+    p.add_argument("--row-size", type=float, required=True, help="row size, a whole number of ticks")
+    p.add_argument("--value-area", type=float, default=0.7, help="value-area fraction 0.5..0.95 (default 0.7)")
+    p.add_argument("--value-area-method", choices=("single", "dual"), default="single",
+                   help="value-area expansion: single row (default) or dual row (Dalton)")
+    p.add_argument("--from", dest="start", type=_ms, default=None, help="range start, UTC ms, inclusive")
+    p.add_argument("--to", dest="end", type=_ms, default=None, help="range end, UTC ms, exclusive")
+    p.add_argument("--percentiles", type=_percentiles, default=(0.25, 0.5, 0.75),
+                   help="comma-separated percentile levels (default 0.25,0.5,0.75)")
+    p.add_argument("--kind", choices=("volume",), default="volume", help="profile kind")
+
+
+def _profile_run(args) -> dict:
+    from .profile import volume_profile
+
+    trades = _read(args.file)
+    res = volume_profile(
+        trades, args.tick, args.row_size, value_area=args.value_area, start=args.start, end=args.end,
+        value_area_method=args.value_area_method, percentiles=args.percentiles,
+    )
+    return res.to_dict()
+
+
+#: name -> (help, add_arguments(parser), run(args) -> JSON-able)
+COMMANDS = {
+    "profile": ("volume profile of a trade file as JSON", _profile_args, _profile_run),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m compute", description="flowlens order-flow analytics on recorded trades")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, (help_, add, _run) in COMMANDS.items():
+        add(sub.add_parser(name, help=help_, description=help_))
+    return parser
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        out = COMMANDS[args.command][2](args)
+    except (_CliError, ValueError, OSError, KeyError, EOFError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    sys.stdout.buffer.write(orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS))
+    sys.stdout.buffer.write(b"\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""OHLCV candles with taker buy and sell volume, in one pass or incrementally.
+
+A candle covers ``[time, time + interval_ms)`` with ``time`` a multiple of
+``interval_ms`` since the epoch (UTC ms). ``open``/``close`` are the prices of
+the first/last trade in time order (ties in time keep input order), ``high``/``low``
+the extremes, ``volume`` the base-asset sum, ``buy_volume`` the taker-buy part
+(``is_buyer_maker`` false), ``sell_volume`` the taker-sell part, ``trades`` the count.
+Only intervals with trades get a candle.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .result import as_batch
+
+#: Columns of every candle DataFrame, in order.
+CANDLE_COLUMNS = ("time", "open", "high", "low", "close", "volume", "buy_volume", "sell_volume", "trades")
+
+
+def _empty() -> pd.DataFrame:
+    return pd.DataFrame(
+        {c: np.empty(0, np.int64 if c in ("time", "trades") else np.float64) for c in CANDLE_COLUMNS}
+    )
+
+
+def _check_interval(interval_ms) -> int:
+    iv = int(interval_ms)
+    if iv <= 0 or iv != interval_ms:
+        raise ValueError(f"interval_ms must be a positive whole number of ms, got {interval_ms!r}")
+    return iv
+
+
+def _candle_arrays(trades, iv: int) -> dict | None:
+    """Per-interval arrays (dict column -> ndarray) or None when there are no trades."""
+    b = as_batch(trades)
+    if not len(b):
+        return None
+    t = b.time
+    order = None if (len(t) < 2 or (t[1:] >= t[:-1]).all()) else np.argsort(t, kind="stable")
+    price, qty, ibm = b.price, b.qty, b.is_buyer_maker
+    if order is not None:
+        t, price, qty, ibm = t[order], price[order], qty[order], ibm[order]
+    key = np.floor_divide(t, iv)
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    ends = np.r_[starts[1:], len(t)] - 1
+    buy = np.where(ibm, 0.0, qty)
+    return {
+        "time": key[starts] * iv,
+        "open": price[starts],
+        "high": np.maximum.reduceat(price, starts),
+        "low": np.minimum.reduceat(price, starts),
+        "close": price[ends],
+        "volume": np.add.reduceat(qty, starts),
+        "buy_volume": np.add.reduceat(buy, starts),
+        "sell_volume": np.add.reduceat(qty - buy, starts),
+        "trades": np.diff(np.r_[starts, len(t)]).astype(np.int64),
+    }
+
+
+def candles(trades, interval_ms: int = 60_000) -> pd.DataFrame:
+    """Candles of ``interval_ms`` (UTC ms) from trades in any order.
+
+    Parameters
+    ----------
+    trades : TradeBatch or DataFrame
+        N trades (time int64 UTC ms, price float64, qty float64, is_buyer_maker bool).
+
+    Returns
+    -------
+    DataFrame
+        One row per interval with trades, sorted by ``time``; columns :data:`CANDLE_COLUMNS`
+        (``time`` and ``trades`` int64, the rest float64).
+
+    Raises
+    ------
+    ValueError
+        If ``interval_ms`` is not a positive integer.
+    """
+    arr = _candle_arrays(trades, _check_interval(interval_ms))
+    return _empty() if arr is None else pd.DataFrame(arr)
+
+
+class CandleAccumulator:
+    """Candles built batch by batch (batches arrive in time order).
+
+    :meth:`update` returns the candles a batch touched: the previously open candle if
+    the batch has trades in its interval, merged with them (open kept, high/low extended,
+    close moved, sums added), followed by the new candles. :attr:`last` is the open
+    (most recent) candle as a one-row DataFrame or None.
+
+    A batch whose trades fall before the open candle's interval cannot be merged into
+    candles already handed out: :meth:`update` raises ValueError and keeps its state.
+    """
+
+    def __init__(self, interval_ms: int = 60_000):
+        self.interval_ms = _check_interval(interval_ms)
+        self._last: dict | None = None
+
+    @property
+    def last(self) -> pd.DataFrame | None:
+        if self._last is None:
+            return None
+        return pd.DataFrame({c: np.array([v]) for c, v in self._last.items()})
+
+    def update(self, batch) -> pd.DataFrame:
+        """Add a batch; return the touched candles (columns :data:`CANDLE_COLUMNS`, sorted by time).
+
+        Raises
+        ------
+        ValueError
+            If the batch holds trades older than the open candle's interval.
+        """
+        c = _candle_arrays(batch, self.interval_ms)
+        if c is None:
+            return _empty()
+        last = self._last
+        if last is not None:
+            t0 = int(c["time"][0])
+            if t0 < last["time"]:
+                raise ValueError(
+                    f"trades at {t0} are older than the open candle {last['time']} (UTC ms): "
+                    "batches must arrive in time order"
+                )
+            if t0 == last["time"]:
+                c["open"][0] = last["open"]
+                c["high"][0] = max(last["high"], c["high"][0])
+                c["low"][0] = min(last["low"], c["low"][0])
+                for k in ("volume", "buy_volume", "sell_volume", "trades"):
+                    c[k][0] += last[k]
+        self._last = {k: v[-1].item() for k, v in c.items()}
+        return pd.DataFrame(c)

@@ -1,0 +1,79 @@
+"""python -m compute: the command agrees with the functions; bad arguments give one line and exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pandas as pd
+import pytest
+
+from compute.profile import volume_profile
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORDING = ROOT / "assets" / "recordings" / "BTCUSDT-trades-2020-02-22.00-12UTC.csv.gz"
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "compute", *map(str, args)], cwd=ROOT, capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def real():
+    return pd.read_csv(RECORDING)
+
+
+def test_profile_command_agrees_with_function(real):
+    start, end = int(real["time"].iloc[5_000]), int(real["time"].iloc[30_000])
+    p = run("profile", RECORDING, "--tick", "0.01", "--row-size", "2.5", "--value-area", "0.68",
+            "--from", start, "--to", end)
+    assert p.returncode == 0, p.stderr.decode()
+    out = orjson.loads(p.stdout)
+    ref = volume_profile(real, 0.01, 2.5, value_area=0.68, start=start, end=end).to_dict()
+    for k in ("rows", "total_volume", "buy_volume", "sell_volume", "trades", "poc", "vah", "val", "levels"):
+        assert out[k] == ref[k], k
+    assert out["trades"] == int(((real["time"] >= start) & (real["time"] < end)).sum())  # --to is exclusive
+    assert out["percentiles"] == {"0.25": ref["percentiles"]["0.25"], "0.5": ref["percentiles"]["0.5"],
+                                  "0.75": ref["percentiles"]["0.75"]}
+    assert set(out["levels"][0]) == {"price_low", "price_high", "volume", "buy", "sell", "delta", "trades"}
+
+
+def test_profile_command_whole_file_totals(real):
+    p = run("profile", RECORDING, "--tick", "0.01", "--row-size", "5")
+    assert p.returncode == 0, p.stderr.decode()
+    out = orjson.loads(p.stdout)
+    assert out["trades"] == len(real)
+    assert out["total_volume"] == pytest.approx(real["qty"].sum(), rel=1e-12)
+    assert sum(lv["trades"] for lv in out["levels"]) == len(real)
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--tick", "0.01", "--row-size", "0.015"], "whole number of ticks"),
+        (["--tick", "0.01", "--row-size", "5", "--from", "1", "--to", "2"], "no trades in range"),
+        (["--tick", "0.01", "--row-size", "5", "--value-area", "0.3"], "value_area"),
+        (["--tick", "0.01"], "--row-size"),
+        (["--tick", "0.01", "--row-size", "5", "--from", "soon"], "--from"),
+    ],
+)
+def test_bad_arguments_one_line_exit_2(args, needle):
+    p = run("profile", RECORDING, *args)
+    assert p.returncode == 2
+    err = p.stderr.decode().strip()
+    assert len(err.splitlines()) == 1 and needle in err, err
+    assert p.stdout == b""
+
+
+def test_unreadable_file_exit_2(tmp_path):
+    for path in (tmp_path / "missing.csv", tmp_path):
+        p = run("profile", path, "--tick", "0.01", "--row-size", "5")
+        assert p.returncode == 2
+        assert len(p.stderr.decode().strip().splitlines()) == 1
+    bad = tmp_path / "garbage.csv"
+    bad.write_bytes(b"\x00\x01not a trade file\n")
+    p = run("profile", bad, "--tick", "0.01", "--row-size", "5")
+    assert p.returncode == 2
+    assert len(p.stderr.decode().strip().splitlines()) == 1
