@@ -1,0 +1,217 @@
+"""A process-local mirror of one symbol's data in Redis, shared by every session of the process.
+
+One :class:`SymbolView` per symbol and server process tails the Redis trade
+stream (``XREAD BLOCK``), reads the candles the new batches touched and the
+ingest status, and publishes an immutable :class:`Snapshot`. Sessions (which
+Bokeh may run on worker threads) only read the current snapshot: the asyncio
+task replaces it whole, so a reader never sees a half-updated state.
+
+Profiles for a time range are computed from the snapshot's trades, once per
+(range, parameters, data version) for the whole process, under a per-key lock
+(single flight within the process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from compute.batch import TradeBatch
+from compute.profile import volume_profile
+
+from .ingest import REDIS_ERRORS
+from .redis_store import RedisStore, unpack_candles
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a session may read: the data of one symbol at one version.
+
+    ``trades`` is sorted by time (UTC ms); ``candles`` has the columns of
+    :data:`store.redis_store.CANDLE_DTYPE`; ``meta`` is the ingest status hash.
+    ``version`` grows with every new batch; ``stale_since`` is the wall time
+    (s) since which Redis has not answered, or None.
+    """
+
+    symbol: str
+    trades: TradeBatch
+    candles: pd.DataFrame
+    meta: dict = field(default_factory=dict)
+    version: int = 0
+    redis_ok: bool = True
+    stale_since: float | None = None
+    redis_rtt_ms: float | None = None
+
+    @property
+    def tick(self) -> float:
+        return float(self.meta.get("tick", 0.01))
+
+
+class SymbolView:
+    """Tail one symbol's Redis data into memory for the sessions of this process.
+
+    Parameters
+    ----------
+    store : RedisStore
+    symbol : str
+    interval_ms : int
+        Candle interval to read (ms).
+    retention_ms : int
+        Exchange time of trades kept in memory behind the last trade (ms).
+    """
+
+    def __init__(self, store: RedisStore, symbol: str, interval_ms: int = 60_000,
+                 retention_ms: int = 24 * 3600_000):
+        self.store = store
+        self.symbol = symbol.upper()
+        self.interval_ms = interval_ms
+        self.retention_ms = retention_ms
+        self.snapshot = Snapshot(self.symbol, TradeBatch.empty(self.symbol), unpack_candles([]))
+        self._chunks: list[TradeBatch] = []
+        self._last_id: bytes | str = "0-0"
+        self._task: asyncio.Task | None = None
+        self._cache: collections.OrderedDict = collections.OrderedDict()
+        self._locks: dict = {}
+        self._lock = threading.Lock()
+        self.computations = 0
+        self.cache_hits = 0
+
+    def start(self) -> asyncio.Task:
+        """Run :meth:`run` as a task on the current event loop."""
+        if self._task is None:
+            self._task = asyncio.ensure_future(self.run())
+        return self._task
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._task = None
+
+    async def run(self) -> None:
+        """Bootstrap from the whole kept stream, then follow it until cancelled."""
+        backoff = 0.2
+        while True:
+            try:
+                rtt = await self.store.ping() * 1000
+                batch, last = await self.store.read_after(self.symbol, self._last_id, block_ms=500)
+                meta = await self.store.meta(self.symbol)
+                candles = self.snapshot.candles
+                if len(batch):
+                    self._last_id = last
+                    lo = int(batch.time[0]) // self.interval_ms * self.interval_ms
+                    if not len(candles):
+                        fresh = await self.store.candles(self.symbol, self.interval_ms)
+                    else:
+                        times = list(range(lo, int(batch.time[-1]) + 1, self.interval_ms))
+                        fresh = await self.store.candles_at(self.symbol, times, self.interval_ms)
+                    candles = self._merge_candles(candles, fresh)
+                    self._append(batch)
+                self.snapshot = Snapshot(
+                    self.symbol, self._trades(), candles, meta,
+                    self.snapshot.version + (1 if len(batch) else 0), True, None,
+                    rtt,
+                )
+                backoff = 0.2
+            except asyncio.CancelledError:
+                raise
+            except REDIS_ERRORS as e:
+                s = self.snapshot
+                if s.redis_ok:
+                    log.warning("Redis unreachable for %s view: %s", self.symbol, type(e).__name__)
+                self.snapshot = Snapshot(s.symbol, s.trades, s.candles, s.meta, s.version, False,
+                                         s.stale_since or time.time(), None)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    def _merge_candles(self, old: pd.DataFrame, fresh: pd.DataFrame) -> pd.DataFrame:
+        if not len(old):
+            out = fresh
+        elif not len(fresh):
+            return old
+        else:
+            keep = old[old["time"] < fresh["time"].iloc[0]]
+            out = pd.concat([keep, fresh], ignore_index=True)
+        if len(out):
+            cut = int(out["time"].iloc[-1]) - self.retention_ms
+            out = out[out["time"] >= cut].reset_index(drop=True)
+        return out
+
+    def _append(self, batch: TradeBatch) -> None:
+        self._chunks.append(batch)
+        if len(self._chunks) > 64:
+            self._chunks = [self._trades()]
+
+    def _trades(self) -> TradeBatch:
+        if len(self._chunks) != 1:
+            self._chunks = [TradeBatch.concat(self._chunks, self.symbol)]
+        t = self._chunks[0]
+        if len(t) and t.time[-1] - t.time[0] > self.retention_ms * 1.1:
+            t = t.time_slice(int(t.time[-1]) - self.retention_ms, None)
+            self._chunks = [t]
+        return t
+
+    # -- shared computations ----------------------------------------------------------
+    def profile(self, start: int, end: int, row_size: float, value_area: float = 0.7, snapshot=None):
+        """VPVR of the trades in [start, end) (UTC ms) of ``snapshot`` (default: current).
+
+        Computed once per (range, row size, value area, version) for the whole
+        process; concurrent callers of the same key wait for the first.
+        Raises ValueError when the range holds no trades.
+        """
+        snap = snapshot or self.snapshot
+        key = ("volume", int(start), int(end), float(row_size), float(value_area), snap.version)
+        with self._lock:
+            if key in self._cache:
+                self.cache_hits += 1
+                self._cache.move_to_end(key)
+                return self._cache[key]
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            with self._lock:
+                if key in self._cache:
+                    self.cache_hits += 1
+                    return self._cache[key]
+            trades = snap.trades.time_slice(start, end)
+            try:
+                result = volume_profile(trades, snap.tick, row_size, value_area=value_area)
+            except ValueError:
+                result = None
+            with self._lock:
+                self.computations += 1
+                self._cache[key] = result
+                self._locks.pop(key, None)
+                while len(self._cache) > 256:
+                    self._cache.popitem(last=False)
+            return result
+
+
+class ViewRegistry:
+    """The process's views, one per symbol, created on first use."""
+
+    def __init__(self, store: RedisStore, **view_kwargs):
+        self.store = store
+        self.view_kwargs = view_kwargs
+        self.views: dict[str, SymbolView] = {}
+
+    def get(self, symbol: str) -> SymbolView:
+        symbol = symbol.upper()
+        view = self.views.get(symbol)
+        if view is None:
+            view = self.views[symbol] = SymbolView(self.store, symbol, **self.view_kwargs)
+        return view
+
+    async def stop(self) -> None:
+        for v in self.views.values():
+            await v.stop()

@@ -1,0 +1,92 @@
+"""Helpers to run serve.py as a real subprocess and drive the page in Debian Chromium with Playwright."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def served(*args: str, timeout: float = 60.0, env: dict | None = None):
+    """Start ``python serve.py --port P ARGS`` and yield ``(url, process, started_at)``; Ctrl-C it afterwards.
+
+    Raises RuntimeError with the server's output when it does not come up in ``timeout`` s.
+    """
+    port = free_port()
+    e = dict(os.environ)
+    e.pop("REDIS_URL", None)
+    e.update(env or {})
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "serve.py"), "--port", str(port), *args],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=e,
+    )
+    lines = []
+    url = None
+    while time.monotonic() - t0 < timeout:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                break
+            continue
+        lines.append(line)
+        m = re.search(r"(http://\S+:\d+/)", line)
+        if m and "flowlens:" in line:
+            url = m.group(1)
+            break
+    if url is None:
+        proc.kill()
+        raise RuntimeError("serve.py did not start:\n" + "".join(lines) + (proc.stdout.read() or ""))
+    proc.output_lines = lines
+    try:
+        yield url, proc, t0
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        rest = proc.stdout.read() if proc.stdout else ""
+        proc.output_lines.append(rest)
+
+
+def launch(playwright, chromium: str):
+    return playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+
+
+JS_STATE = """() => {
+  const docs = (window.Bokeh && window.Bokeh.documents) || [];
+  for (const d of docs) {
+    const c = d.get_model_by_name('candles');
+    if (!c) continue;
+    const p = d.get_model_by_name('profile');
+    const lab = d.get_model_by_name('poc_label');
+    const vah = d.get_model_by_name('vah_label');
+    const val = d.get_model_by_name('val_label');
+    return {candles: c.data.t.length, rows: p ? p.data.y.length : 0,
+            poc_label: lab ? lab.text : null, vah_label: vah ? vah.text : null, val_label: val ? val.text : null,
+            poc_visible: lab ? lab.visible : false};
+  }
+  return null;
+}"""

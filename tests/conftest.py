@@ -1,0 +1,48 @@
+"""Shared fixtures: the real recordings, and a rule that nothing required is skipped under CI=true."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORDING = ROOT / "assets" / "recordings" / "BTCUSDT-trades-2020-02-22.00-12UTC.csv.gz"
+SHARED = ROOT.parent / "shared" / "data" / "binance"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip when ``condition`` is false, except under CI=true where a missing part is a failure."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"required under CI=true: {reason}")
+    pytest.skip(reason)
+
+
+def chromium_path() -> str:
+    """Path of Debian's chromium, or skip/fail (see :func:`require`)."""
+    path = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    require(path is not None, "Debian chromium is not installed (make browser / apt-get install chromium)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def recording_path() -> Path:
+    return RECORDING
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    require(SHARED.is_dir(), f"{SHARED} (the shared real recordings) is not there")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    d = ROOT / "artifacts"
+    d.mkdir(exist_ok=True)
+    return d
