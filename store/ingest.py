@@ -23,6 +23,7 @@ import time
 import param
 import redis.exceptions
 
+from compute.batch import TradeBatch
 from compute.candles import CandleAccumulator
 
 from .redis_store import RedisStore
@@ -85,10 +86,25 @@ class IngestService(param.Parameterized):
         span = max(now - self._rate[0][0], 1.0) if len(self._rate) > 1 else self.tps_window_s
         return sum(k for _, k in self._rate) / span
 
+    async def _groups(self):
+        """Batches from the source; everything already due is merged into one write."""
+        next_due = getattr(self.source, "next_due", None)
+        if next_due is None:
+            async for batch in self.source:
+                yield batch
+            return
+        while True:
+            try:
+                due = await next_due()
+            except StopAsyncIteration:
+                return
+            if due:
+                yield due[0] if len(due) == 1 else TradeBatch.concat(due)
+
     async def run(self) -> None:
         """Consume the source until it ends (a replay loops forever) or the task is cancelled."""
         registered = False
-        async for batch in self.source:
+        async for batch in self._groups():
             if not len(batch):
                 continue
             candles = self._candles.update(batch)
