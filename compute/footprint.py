@@ -12,11 +12,15 @@ Definitions (issue 3 item 2; ``shared/reference/orderflow-and-binance.md`` b1, b
   row (empty rows inside are real cells with zero volume).  Per cell:
   ``bid`` = taker-sell volume (``is_buyer_maker`` true, Binance ``m``),
   ``ask`` = taker-buy volume, ``delta = ask - bid``, ``trades`` = trade count.
-* **Exact sums**: like :mod:`compute.result`, each quantity is counted once as
-  the integer ``round(qty * 10**qty_decimals)`` (default 8 decimals, Binance's
-  finest step) and cells are exact integer sums, reported as ``sum / 10**qty_decimals``.
-  So the footprint's cells add up *exactly* to the volume profile of the same
-  trades, and POC ties and imbalance thresholds are decided exactly.
+* **Exact sums**: like :mod:`compute.result`, each quantity counts as the
+  integer ``round(qty * 10**qty_decimals)`` (default 8 decimals, Binance's finest
+  step; quantities are assumed to have no more decimals) and every cell is an
+  exact integer sum, reported as ``sum / 10**qty_decimals``.  So the cells add
+  up *exactly* to the volume profile of the same trades, and POC ties and
+  imbalance thresholds are decided exactly.  (Fast path: the float sums are
+  rounded to whole units when their error bound ``(k + 1) * 2**-53 * sum`` for
+  ``k`` trades is far below half a unit, which holds for any realistic cell;
+  otherwise the integers are summed directly.)
 * **Diagonal imbalance** (reference b5, stated as a plain ratio): within a
   candle, for adjacent rows ``P`` and ``P + 1``
 
@@ -70,7 +74,7 @@ import numpy as np
 import pandas as pd
 
 from compute.batch import TradeBatch
-from compute.grid import decimals_for, ticks_per_row
+from compute.grid import decimals_for, row_index, ticks_per_row
 
 __all__ = ["FootprintResult", "footprint", "poc_rows"]
 
@@ -340,36 +344,49 @@ def footprint(
     if not (np.isfinite(high_p).all() and np.isfinite(low_p).all()):
         raise ValueError("prices must be finite")
 
-    # -- exact integer quantities (as float64 holding integers: bincount sums them exactly) ----
-    qi = np.multiply(qty, scale)
-    np.rint(qi, out=qi)
-    if not qi.min() >= 0:  # NaN fails too
-        raise ValueError("quantities must be finite and not negative")
+    if not qty.min() >= 0:  # NaN fails too
+        raise ValueError("quantities must not be negative or NaN")
 
     # -- rows and the key 2 * cell + side ----------------------------------------------
     # row = floor(round(price / tick) / tpr) as compute.grid.row_index, computed in one float64
-    # buffer: rint gives integer-valued doubles and the floor of their quotient by tpr is exact
-    # below 2**52 ticks.  The buffer then becomes 2 * cell + side (1 = taker sell = bid) on a
-    # per-candle dense cell index, cast once to int64 for np.bincount.
+    # buffer (rint gives integer-valued doubles; the floor of their quotient by tpr is exact below
+    # 2**52 ticks).  The row is monotonic in price, so each candle's lowest and highest rows are
+    # the rows of its low and high.  key = 2 * cell + side (1 = taker sell = bid), with cell the
+    # index on the per-candle dense grids laid end to end.
+    row_lo = row_index(low_p, tick, tpr)
+    row_hi = row_index(high_p, tick, tpr)
+    span = row_hi - row_lo + 1
+    offset = np.concatenate(([0], np.cumsum(span)[:-1]))
+    ncell = int(span.sum())
     f = np.divide(price, tick)
     np.rint(f, out=f)
     if tpr > 1:
         f /= tpr
         np.floor(f, out=f)
-    row_lo = np.minimum.reduceat(f, starts).astype(np.int64)
-    row_hi = np.maximum.reduceat(f, starts).astype(np.int64)
-    span = row_hi - row_lo + 1
-    offset = np.concatenate(([0], np.cumsum(span)[:-1]))
-    ncell = int(span.sum())
-    f += np.repeat((offset - row_lo).astype(np.float64), counts)
     f *= 2.0
     f += ibm
-    key = f.astype(np.int64)
-    del f
-    vol2 = np.bincount(key, weights=qi, minlength=2 * ncell)
+    rep = np.repeat((2 * (offset - row_lo)).astype(np.float64), counts)
+    f += rep
+    key = rep.view(np.int64)  # reuse the buffer: exact cast of integer-valued doubles
+    np.copyto(key, f, casting="unsafe")
+    del f, rep
     cnt2 = np.bincount(key, minlength=2 * ncell)
-    del key, qi
+    # Exact sums.  Fast path: sum the float quantities and round each sum to 10**-qty_decimals.
+    # That equals the sum of the per-trade rounded integers when the float error bound
+    # (k + 1) * 2**-53 * sum * 10**qty_decimals of a k-trade sum is below half a unit (checked
+    # with a 4x margin below); otherwise (huge sums) the integers are summed directly.
+    vol2 = np.bincount(key, weights=qty, minlength=2 * ncell)
+    if np.all((cnt2 + 2) * vol2 * (scale * 2.0**-52) < 0.25):
+        np.rint(vol2 * scale, out=vol2)
+    else:
+        qi = np.multiply(qty, scale)
+        np.rint(qi, out=qi)
+        vol2 = np.bincount(key, weights=qi, minlength=2 * ncell)
+        del qi
+    del key
     total = float(vol2.sum())
+    if not np.isfinite(total):
+        raise ValueError("quantities must be finite")
     if not total < _EXACT:
         raise ValueError(f"total quantity {total / scale:.6g} too large for exact sums at {qty_decimals} decimals")
     ask_i = vol2[0::2].astype(np.int64)  # taker buy

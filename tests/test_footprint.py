@@ -73,6 +73,16 @@ def test_delta_and_delta_pct():
     assert list(r.candles.volume) == [4.0, 0.25]
 
 
+def test_exact_sums_on_both_paths():
+    # small quantities take the fast path (float sums rounded to 1e-8), huge ones the integer path;
+    # both must give the decimal sums: 0.1 + 0.2 = 0.3 and 1e7 + 0.1 + (1e7 + 0.2) = 20000000.3
+    small = footprint(make([(0, 10, 0.1, "b"), (1, 10, 0.2, "b"), (2, 10, 0.7, "s")]), 1, 1)
+    assert small.cells.ask.iloc[0] == 0.3 and small.cells.bid.iloc[0] == 0.7 and small.cells.volume.iloc[0] == 1.0
+    big = footprint(make([(0, 10, 1e7 + 0.1, "b"), (1, 10, 1e7 + 0.2, "b"), (2, 10, 0.3, "s")]), 1, 1)
+    assert big.cells.ask.iloc[0] == 20_000_000.3 and big.cells.delta.iloc[0] == 20_000_000.0
+    assert 0.1 + 0.2 != 0.3 and (1e7 + 0.1) + (1e7 + 0.2) != 20_000_000.3  # the plain float sums are off
+
+
 # -- imbalances -----------------------------------------------------------------------------
 def imb(trades, **kw):
     r = footprint(make(trades), 1, 1, **kw)
