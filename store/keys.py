@@ -38,3 +38,18 @@ def updated(symbol: str) -> str:
 def symbols() -> str:
     """Set of symbols that an ingest service has written."""
     return f"{PREFIX}:symbols"
+
+
+def results_prefix(symbol: str) -> str:
+    """Prefix of cached computation results (see :mod:`store.cache`)."""
+    return f"{_tag(symbol)}:res"
+
+
+def results_channel(symbol: str) -> str:
+    """Pub/sub channel announcing a newly cached result (message: its key)."""
+    return f"{_tag(symbol)}:results"
+
+
+def lease(symbol: str) -> str:
+    """The ingest lease: which process writes this symbol's trades (value: owner id)."""
+    return f"{_tag(symbol)}:lease"

@@ -30,6 +30,7 @@ from compute.profile import volume_profile
 from compute.split import split_profile
 from compute.timeweighted import recency_profile, tpo_profile
 
+from .cache import SharedCache, quantize
 from .ingest import REDIS_ERRORS
 from .redis_store import RedisStore, unpack_candles
 
@@ -71,10 +72,14 @@ class SymbolView:
         Candle interval to read (ms).
     retention_ms : int
         Exchange time of trades kept in memory behind the last trade (ms).
+    period_ms : int
+        Update period: shared results are keyed on ranges quantized to it (ms).
+    cache : SharedCache, optional
+        The Redis result cache (default: one on ``store``'s client).
     """
 
     def __init__(self, store: RedisStore, symbol: str, interval_ms: int = 60_000,
-                 retention_ms: int = 24 * 3600_000):
+                 retention_ms: int = 24 * 3600_000, period_ms: int = 250, cache: SharedCache | None = None):
         self.store = store
         self.symbol = symbol.upper()
         self.interval_ms = interval_ms
@@ -88,6 +93,10 @@ class SymbolView:
         self._lock = threading.Lock()
         self.computations = 0
         self.cache_hits = 0
+        self.period_ms = period_ms
+        self.cache = cache if cache is not None else SharedCache(store.r)
+        self._shared: collections.OrderedDict = collections.OrderedDict()
+        self._inflight: dict = {}
 
     def start(self) -> asyncio.Task:
         """Run :meth:`run` as a task on the current event loop."""
@@ -208,6 +217,49 @@ class SymbolView:
                     self._cache.popitem(last=False)
             return result
 
+    async def compute_async(self, kind: str, start: int, end: int, snapshot: Snapshot | None = None, **params):
+        """Like :meth:`compute`, but shared by every process through Redis (:class:`store.cache.SharedCache`).
+
+        The range is quantized outwards to :attr:`period_ms`; the trades used are those
+        of [start_q, min(end_q, last trade + 1)) (``result.start``/``result.end`` say
+        which; a heat-map keeps the whole [start_q, end_q) as its time axis). Within the
+        process, concurrent callers of one key share one Redis round trip; across
+        processes, one computes and the others wait for its result.
+        Returns None when the range holds no trades.
+        """
+        snap = snapshot or self.snapshot
+        s_q, e_q = quantize(start, end, self.period_ms)
+        last = int(snap.trades.time[-1]) + 1 if len(snap.trades) else s_q
+        live = e_q > last
+        lkey = (kind, s_q, e_q, tuple(sorted(params.items())))
+        now = time.monotonic()
+        hit = self._shared.get(lkey)
+        if hit is not None and (not live or now - hit[0] < self.cache.live_ttl_s):
+            self.cache_hits += 1
+            return hit[1]
+        fut = self._inflight.get(lkey)
+        if fut is not None:
+            return await asyncio.shield(fut)
+        fut = self._inflight[lkey] = asyncio.get_running_loop().create_future()
+        try:
+            data_end = e_q if kind == "heatmap" else max(s_q, min(e_q, last))
+
+            async def run():
+                return await asyncio.to_thread(self.compute, kind, s_q, data_end, snap, **params)
+
+            result = await self.cache.get_or_compute(self.symbol, kind, params, s_q, e_q, run, live=live)
+            self._shared[lkey] = (time.monotonic(), result)
+            while len(self._shared) > 256:
+                self._shared.popitem(last=False)
+            fut.set_result(result)
+            return result
+        except BaseException as e:
+            fut.set_exception(e)
+            fut.exception()  # retrieved: waiters re-raise it
+            raise
+        finally:
+            self._inflight.pop(lkey, None)
+
     def profile(self, start: int, end: int, row_size: float, value_area: float = 0.7, snapshot=None):
         """The VPVR (``kind="volume"``) of [start, end); see :meth:`compute`."""
         return self.compute("volume", start, end, snapshot=snapshot, row_size=float(row_size),
@@ -242,6 +294,7 @@ class ViewRegistry:
 
     def __init__(self, store: RedisStore, **view_kwargs):
         self.store = store
+        self.cache = view_kwargs.setdefault("cache", SharedCache(store.r))
         self.view_kwargs = view_kwargs
         self.views: dict[str, SymbolView] = {}
 
@@ -250,6 +303,12 @@ class ViewRegistry:
         view = self.views.get(symbol)
         if view is None:
             view = self.views[symbol] = SymbolView(self.store, symbol, **self.view_kwargs)
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                pass  # no loop here: the caller starts it
+            else:
+                view.start()
         return view
 
     async def stop(self) -> None:
