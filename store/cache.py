@@ -91,11 +91,16 @@ class SharedCache(param.Parameterized):
             deadline = time.monotonic() + self.lock_ms / 1000
             while time.monotonic() < deadline:
                 await asyncio.sleep(self.poll_ms / 1000)
-                raw = await self.r.get(key)
+                async with self.r.pipeline(transaction=False) as p:
+                    p.exists(key + ":lock")
+                    p.get(key)
+                    locked, raw = await p.execute()
+                if raw is None and not locked:  # the holder may have finished between the two reads
+                    raw = await self.r.get(key)
                 if raw is not None:
                     self.stats[(kind, "waited")] += 1
                     return codec.decode(raw)
-                if not await self.r.exists(key + ":lock"):
+                if not locked:
                     break
             log.warning("gave up waiting for %s; computing it here", key)
         except REDIS_ERRORS as e:
