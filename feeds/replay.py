@@ -161,6 +161,7 @@ class ReplaySource(param.Parameterized):
             self._first_index = i0
             self._w = int(np.searchsorted(self._starts, i0, side="right")) - 1
         self._w0 = self._w
+        self._k0 = 0
         self._anchor_wall: float | None = None
         self._anchor_ex = 0
         self._pos_ex = 0  # exchange time (shifted) of the end of the last emitted window
@@ -168,6 +169,24 @@ class ReplaySource(param.Parameterized):
         self.batches_emitted = 0
         self.trades_emitted = 0
         self.last_trade_time: int | None = None
+
+    def resume_after_id(self, trade_id: int) -> None:
+        """Continue right after trade ``trade_id`` (an id as emitted, i.e. shifted for its loop).
+
+        Used when another process takes over ingest and must go on from the last id
+        in Redis: the next batch starts with the trade that follows ``trade_id``
+        (in the same loop, or the first trade of the next loop). Call before iterating.
+        """
+        ids = self._batch.trade_id
+        k = max(0, (int(trade_id) - int(ids[0])) // self.id_span)
+        base = int(trade_id) - k * self.id_span
+        i = int(np.searchsorted(ids, base, side="right")) if np.all(np.diff(ids) > 0) else int(np.sum(ids <= base))
+        if i >= len(ids):
+            k, i = k + 1, 0
+        self._k = self._k0 = k
+        self._first_index = i
+        self._w = self._w0 = int(np.searchsorted(self._starts, i, side="right")) - 1
+        self._anchor_wall = None
 
     # -- description -----------------------------------------------------------------
     @property
@@ -222,7 +241,7 @@ class ReplaySource(param.Parameterized):
         """Cut the next window, advance, handle the loop seam."""
         w, k = self._w, self._k
         lo = int(self._starts[w])
-        if k == 0 and w == self._w0:
+        if k == self._k0 and w == self._w0:
             lo = max(lo, self._first_index)
         b = self._batch.take(slice(lo, int(self._ends[w])))
         b = loop_shift(b, k, self.period_ms, self.id_span)
