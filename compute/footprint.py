@@ -7,7 +7,8 @@ Definitions (issue 3 item 2; ``shared/reference/orderflow-and-binance.md`` b1, b
 * **Candles** are fixed intervals aligned to multiples of ``interval_ms`` since
   the Unix epoch (UTC), so 1-minute candles start at ``hh:mm:00.000``; a trade
   at time ``T`` belongs to candle ``floor(T / interval_ms)``.  Only candles
-  holding at least one trade are reported.
+  holding at least one trade are reported; a ``start``/``end`` inside a candle
+  gives a partial candle (its trades in range only).
 * **Cells**: each candle's grid is dense from its lowest to its highest traded
   row (empty rows inside are real cells with zero volume).  Per cell:
   ``bid`` = taker-sell volume (``is_buyer_maker`` true, Binance ``m``),
@@ -292,6 +293,7 @@ def footprint(
         If ``trades`` is neither a TradeBatch nor a DataFrame.
     """
     tpr = ticks_per_row(row_size, tick)
+    tick = float(tick)
     interval_ms = int(interval_ms)
     if interval_ms <= 0:
         raise ValueError(f"interval_ms must be > 0, got {interval_ms}")

@@ -47,6 +47,7 @@ def test_cells_bid_ask_delta_trades_and_dense_grid():
     # rows 100 and 102 traded, 101 empty but inside the candle's grid
     r = footprint(make([(0, 100, 1.5, "b"), (1, 100.4, 0.5, "s"), (2, 102, 2.0, "s"), (3, 102.9, 1.0, "s")]), 0.1, 1.0)
     assert list(r.cells.price_low) == [100.0, 101.0, 102.0]
+    assert r.cells.price_low.dtype == np.float64 and footprint(make([(0, 7, 1, "b")]), 1, 1).cells.price_low.dtype == np.float64
     assert list(r.cells.price_high) == [101.0, 102.0, 103.0]
     assert list(r.cells.ask) == [1.5, 0.0, 0.0]
     assert list(r.cells.bid) == [0.5, 0.0, 3.0]
