@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -40,10 +41,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--allow-websocket-origin", action="append", default=[],
                    help="host[:port] allowed to open the page's websocket (repeatable; needed for embedding).")
     p.add_argument("--update-ms", type=int, default=250, help="per-session refresh period (ms, default 250).")
+    p.add_argument("--num-procs", type=int, default=1,
+                   help="server processes sharing the port (Tornado fork); all share Redis (default 1).")
+    p.add_argument("--no-ingest", action="store_true",
+                   help="serve pages and the API only; another process ingests into the same Redis.")
+    p.add_argument("--lease-ttl-ms", type=int, default=6000,
+                   help="ingest lease lifetime: another process takes over ingest this long after the holder dies.")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     if args.speed <= 0:
         p.error("--speed must be > 0")
+    if args.num_procs < 1:
+        p.error("--num-procs must be >= 1")
+    if args.no_ingest and not args.redis_url:
+        p.error("--no-ingest needs --redis-url (or REDIS_URL): the Redis another process ingests into")
     kind, _, path = args.source.partition(":")
     if kind != "replay":
         p.error(f"unknown --source {args.source!r}: only replay[:PATH] is available in this version")
@@ -63,20 +74,27 @@ def free_port(address: str) -> int:
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # before prometheus_client is imported anywhere
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="flowlens-metrics-")
 
     import panel as pn
 
     from compute.grid import infer_tick
     from dashboard.app import DashboardSettings, create_page
     from feeds.replay import ReplaySource
+    from service import api, ops
+    from service.runtime import Runtime
     from store.embedded import start_embedded
-    from store.ingest import IngestService
-    from store.redis_store import RedisStore, connect
-    from store.view import ViewRegistry
 
-    source = ReplaySource(args.replay_path, symbol=args.symbol, speed=args.speed)
-    symbol = (args.symbol or source.symbol or "BTCUSDT").upper()
-    tick = args.tick or infer_tick(source.recording.price)
+    recording = ReplaySource(args.replay_path, symbol=args.symbol, speed=args.speed)
+    symbol = (args.symbol or recording.symbol or "BTCUSDT").upper()
+    tick = args.tick or infer_tick(recording.recording.price)
+
+    def make_source(sym: str, resume_after_id: int | None):
+        src = ReplaySource(recording.recording, symbol=sym, speed=args.speed, name=recording.name)
+        if resume_after_id is not None:
+            src.resume_after_id(resume_after_id)
+        return src
 
     embedded = None
     redis_url = args.redis_url
@@ -84,46 +102,42 @@ def main(argv=None) -> int:
         embedded, redis_url = start_embedded()
         print(f"flowlens: embedded Valkey at {redis_url}", flush=True)
 
-    store = RedisStore(connect(redis_url))
-    registry = ViewRegistry(store)
-    ingest = IngestService(source, store, symbol=symbol, tick=tick)
+    rt = Runtime([symbol], make_source, redis_url=redis_url, ingest=not args.no_ingest, tick=tick,
+                 update_ms=args.update_ms, lease_ttl_ms=args.lease_ttl_ms,
+                 lease_renew_ms=max(100, args.lease_ttl_ms // 3))
 
     def app():
         settings = DashboardSettings(symbol=symbol, update_ms=args.update_ms)
-        page, _ = create_page(registry, settings)
+        page, _ = create_page(rt.registry, settings)
         return page
 
     port = args.port or free_port(args.address)
     server = pn.serve(
         {"/": app}, port=port, address=args.address, show=False, start=False, title="flowlens",
         websocket_origin=[f"{args.address}:{port}", f"localhost:{port}", *args.allow_websocket_origin],
-        check_unused_sessions=5000, unused_session_lifetime=15000,
+        check_unused_sessions=5000, unused_session_lifetime=15000, num_procs=args.num_procs,
+        extra_patterns=api.routes(rt) + ops.routes(rt),
     )
+    # with --num-procs > 1 Tornado has forked by now: everything below runs once per process
+    rt.server = server
+    rt.connect()
     loop = server.io_loop.asyncio_loop
 
-    async def startup():
-        ingest.start()
-        registry.get(symbol).start()
-
     async def shutdown():
-        await ingest.stop()
-        await registry.stop()
-        try:
-            await store.r.aclose()
-        except Exception:  # noqa: BLE001 - closing a dead connection must not stop the shutdown
-            pass
+        await rt.stop()
         server.io_loop.stop()
 
     def on_signal():
-        log.info("stopping flowlens")
+        log.info("stopping flowlens (pid %d)", os.getpid())
         loop.create_task(shutdown())
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
 
     server.start()
-    print(f"flowlens: {source.describe()} · {symbol} tick {tick:g} · http://{args.address}:{port}/", flush=True)
-    server.io_loop.add_callback(startup)
+    role = "pages + API only (--no-ingest)" if args.no_ingest else f"{recording.describe()} · {symbol} tick {tick:g}"
+    print(f"flowlens: {role} · http://{args.address}:{port}/ (pid {os.getpid()})", flush=True)
+    server.io_loop.add_callback(rt.start)
     try:
         server.io_loop.start()
     finally:
@@ -136,4 +150,3 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -104,6 +104,16 @@ class CandleAccumulator:
             return None
         return pd.DataFrame({c: np.array([v]) for c, v in self._last.items()})
 
+    def seed(self, candle) -> None:
+        """Continue an open candle built elsewhere (a mapping or one-row DataFrame with :data:`CANDLE_COLUMNS`).
+
+        Used when another process takes over ingest: the candle in progress keeps its
+        open, high, low and sums instead of restarting from the first new trade.
+        """
+        if isinstance(candle, pd.DataFrame):
+            candle = candle.iloc[-1].to_dict()
+        self._last = {c: (candle[c].item() if hasattr(candle[c], "item") else candle[c]) for c in CANDLE_COLUMNS}
+
     def update(self, batch) -> pd.DataFrame:
         """Add a batch; return the touched candles (columns :data:`CANDLE_COLUMNS`, sorted by time).
 

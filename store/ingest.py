@@ -52,6 +52,9 @@ class IngestService(param.Parameterized):
     trades_written = param.Integer(default=0, constant=True, doc="Trades appended to Redis so far.")
     dropped_trades = param.Integer(default=0, constant=True, doc="Trades dropped because the buffer was full.")
     redis_ok = param.Boolean(default=True, constant=True, doc="Whether the last write to Redis succeeded.")
+    rejected_trades = param.Integer(default=0, constant=True, doc="Trades skipped because they were older than the open candle.")
+    skip_through_id = param.Integer(default=None, allow_None=True,
+                                    doc="Trades with an id <= this are already in Redis and are dropped (resume after failover).")
 
     def __init__(self, source, store: RedisStore, **params):
         super().__init__(**params)
@@ -63,6 +66,10 @@ class IngestService(param.Parameterized):
         self._rate: collections.deque = collections.deque()
         self._task: asyncio.Task | None = None
         self._down_since: float | None = None
+
+    def seed_candle(self, candle) -> None:
+        """Continue the open candle already in Redis (see :meth:`compute.candles.CandleAccumulator.seed`)."""
+        self._candles.seed(candle)
 
     def start(self) -> asyncio.Task:
         """Run :meth:`run` as a task on the current event loop."""
@@ -105,9 +112,17 @@ class IngestService(param.Parameterized):
         """Consume the source until it ends (a replay loops forever) or the task is cancelled."""
         registered = False
         async for batch in self._groups():
+            if self.skip_through_id is not None and len(batch) and batch.trade_id[0] <= self.skip_through_id:
+                batch = batch.take(batch.trade_id > self.skip_through_id)
             if not len(batch):
                 continue
-            candles = self._candles.update(batch)
+            try:
+                candles = self._candles.update(batch)
+            except ValueError as e:  # trades older than the open candle: counted, logged, skipped
+                with param.edit_constant(self):
+                    self.rejected_trades += len(batch)
+                log.error("skipped %d out-of-order trades of %s: %s", len(batch), self.symbol, e)
+                continue
             self._pending.append((batch, candles))
             self._pending_trades += len(batch)
             while self._pending_trades > self.max_buffer_trades and len(self._pending) > 1:

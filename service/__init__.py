@@ -1,0 +1,1 @@
+"""The server process's wiring: ingest lease, REST API, health and metrics endpoints."""
