@@ -162,12 +162,25 @@ def poc_index(volume: np.ndarray) -> int:
     return int(idx[np.argmin(dist)])  # argmin takes the first (lower) of equal distances
 
 
+def _float_at_least(q: Fraction) -> float:
+    """The smallest float64 >= the rational ``q``."""
+    f = float(q)
+    if Fraction(f) < q:
+        f = float(np.nextafter(f, np.inf))
+    return f
+
+
 def _target_reached(acc: np.ndarray, total, fraction: float) -> int:
-    """First index i with ``acc[i] >= fraction * total`` (acc non-decreasing), exact for integers."""
+    """First index i with ``acc[i] >= fraction * total`` (acc non-decreasing).
+
+    Exact: ``fraction`` is taken as the decimal it prints as (0.7 is 7/10) and the
+    product is compared without rounding, for integer and float arrays alike.
+    """
+    f = Fraction(repr(float(fraction)))
     if np.issubdtype(acc.dtype, np.integer):
-        target = math.ceil(Fraction(repr(float(fraction))) * int(total))
+        target = math.ceil(f * int(total))
         return int(np.searchsorted(acc, target, side="left"))
-    return int(np.searchsorted(acc, float(fraction) * float(total), side="left"))
+    return int(np.searchsorted(acc, _float_at_least(f * Fraction(float(total))), side="left"))
 
 
 def _pairs(a: np.ndarray) -> np.ndarray:
@@ -180,7 +193,7 @@ def _pairs(a: np.ndarray) -> np.ndarray:
 def value_area_bounds(volume: np.ndarray, poc_idx: int, fraction: float = 0.7, method: str = "single") -> tuple[int, int]:
     """Inclusive row indices ``(lo, hi)`` of the value area around ``poc_idx``.
 
-    ``volume``: shape (R,), non-negative, int or float. Integer arrays are compared
+    ``volume``: shape (R,), non-negative, int or float. The accumulated sum is compared
     exactly against ``fraction * total``, ``fraction`` taken as the decimal it prints as
     (0.7 is 7/10, not the binary float just below it).
     The expansion (reference b4) is described in the module docstring; it stops at
@@ -267,6 +280,8 @@ class ProfileResult:
         The kind's own per-row columns (name -> ndarray shape (R,)), added to ``levels``.
     extra : dict
         The kind's own JSON-able summary values, added to ``to_dict()``.
+    first, second : ProfileResult or None
+        For ``kind="split"`` only: the halves' own volume profiles (None when a half is empty).
     """
 
     kind: str
@@ -289,6 +304,8 @@ class ProfileResult:
     percentiles: dict = field(default_factory=dict)
     columns: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    first: ProfileResult | None = None
+    second: ProfileResult | None = None
 
     # -- derived values ---------------------------------------------------------------
     @property
@@ -395,7 +412,11 @@ class ProfileResult:
             row = {}
             for c, a in cols.items():
                 x = a[i]
-                row[c] = int(x) if np.issubdtype(a.dtype, np.integer) else float(x)
+                if np.issubdtype(a.dtype, np.integer):
+                    row[c] = int(x)
+                else:
+                    x = float(x)
+                    row[c] = x if math.isfinite(x) else None
             out.append(row)
         d["levels"] = out
         return d
@@ -451,3 +472,52 @@ def bin_rows(rows: np.ndarray, qint: np.ndarray, is_buyer_maker: np.ndarray):
     np.add.at(buy, idx[take], qint[take])
     cnt = np.bincount(idx, minlength=n).astype(np.int64)
     return r0, vol, buy, cnt
+
+
+# -- raw trades on the tick grid (shared by the functions and the store) ------------------
+@dataclass(frozen=True, eq=False)
+class RawTrades:
+    """N trades on the integer tick grid, sorted by time (stable), as the kinds consume them.
+
+    time : int64 (N,) UTC ms, ascending; tick : int64 (N,) ``round(price / tick)``;
+    qint : int64 (N,) exact quantity in units of ``10**-qty_decimals``; sell : bool (N,)
+    taker sell (``is_buyer_maker``).
+    """
+
+    time: np.ndarray
+    tick: np.ndarray
+    qint: np.ndarray
+    sell: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.time)
+
+    @classmethod
+    def from_batch(cls, batch: TradeBatch, tick: float, qty_decimals: int = QTY_DECIMALS) -> RawTrades:
+        """Convert (and stably sort by time) a batch; raises ValueError on bad prices or quantities."""
+        check_prices(batch.price)
+        qint = qty_to_int(batch.qty, qty_scale(qty_decimals))
+        t, ticks, sell = batch.time, grid.tick_index(batch.price, tick), batch.is_buyer_maker
+        if len(t) > 1 and not (t[1:] >= t[:-1]).all():
+            o = np.argsort(t, kind="stable")
+            t, ticks, qint, sell = t[o], ticks[o], qint[o], sell[o]
+        return cls(t, ticks, qint, sell)
+
+    @classmethod
+    def concat(cls, parts) -> RawTrades:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, bool))
+        if len(parts) == 1:
+            return parts[0]
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("time", "tick", "qint", "sell")))
+
+    def slice_time(self, start: int, end: int) -> RawTrades:
+        lo, hi = np.searchsorted(self.time, [start, end], side="left")
+        if lo == 0 and hi == len(self.time):
+            return self
+        return RawTrades(self.time[lo:hi], self.tick[lo:hi], self.qint[lo:hi], self.sell[lo:hi])
+
+    def bin_rows(self, tpr: int):
+        """``(first_row, volume_int, buy_int, trades)`` on the dense row grid (see :func:`bin_rows`)."""
+        return bin_rows(np.floor_divide(self.tick, tpr), self.qint, self.sell)
