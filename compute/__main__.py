@@ -1,7 +1,13 @@
 """Command line: ``python -m compute profile FILE --tick 0.01 --row-size 5 [...]`` prints JSON.
 
-Subcommands are registered in :data:`COMMANDS` (name -> (add_arguments, run));
-``run(args)`` returns the JSON-able result. Any bad argument, unreadable file or
+``profile FILE --tick T --row-size R [--value-area 0.7] [--value-area-method single|dual]
+[--from MS] [--to MS] [--kind volume|recency|tpo|split] [--half-life S] [--tpo-block MS]
+[--percentiles 0.25,0.5,0.75]`` prints ``rows, total_volume, buy_volume, sell_volume, trades,
+poc, vah, val, percentiles, levels`` (plus each kind's own keys; ``split`` adds ``first``
+and ``second`` with ``poc, vah, val``). ``--from`` is inclusive, ``--to`` exclusive (UTC ms).
+
+Subcommands are registered in :data:`COMMANDS` (name -> (help, add_arguments, run));
+``run(args)`` returns the JSON-able result: adding one is one entry there. Any bad argument, unreadable file or
 empty range prints one line ``error: ...`` on stderr and exits with code 2.
 """
 
@@ -60,17 +66,35 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--to", dest="end", type=_ms, default=None, help="range end, UTC ms, exclusive")
     p.add_argument("--percentiles", type=_percentiles, default=(0.25, 0.5, 0.75),
                    help="comma-separated percentile levels (default 0.25,0.5,0.75)")
-    p.add_argument("--kind", choices=("volume",), default="volume", help="profile kind")
+    p.add_argument("--kind", choices=("volume", "recency", "tpo", "split"), default="volume",
+                   help="profile kind: volume (VPVR), recency (recency-weighted volume), tpo (TPO counts), "
+                        "split (first half vs second half)")
+    p.add_argument("--half-life", type=float, default=None, metavar="S",
+                   help="recency half-life in seconds (default: a quarter of the range)")
+    p.add_argument("--tpo-block", type=int, default=None, metavar="MS",
+                   help="TPO block in ms (default: automatic, 30-60 blocks in the range)")
 
 
 def _profile_run(args) -> dict:
     from .profile import volume_profile
+    from .split import split_profile
+    from .timeweighted import recency_profile, tpo_profile
 
+    if args.half_life is not None and args.kind != "recency":
+        raise ValueError("--half-life applies to --kind recency only")
+    if args.tpo_block is not None and args.kind != "tpo":
+        raise ValueError("--tpo-block applies to --kind tpo only")
     trades = _read(args.file)
-    res = volume_profile(
-        trades, args.tick, args.row_size, value_area=args.value_area, start=args.start, end=args.end,
-        value_area_method=args.value_area_method, percentiles=args.percentiles,
-    )
+    kw = dict(value_area=args.value_area, start=args.start, end=args.end,
+              value_area_method=args.value_area_method, percentiles=args.percentiles)
+    if args.kind == "recency":
+        res = recency_profile(trades, args.tick, args.row_size, half_life_s=args.half_life, **kw)
+    elif args.kind == "tpo":
+        res = tpo_profile(trades, args.tick, args.row_size, block_ms=args.tpo_block, **kw)
+    elif args.kind == "split":
+        res = split_profile(trades, args.tick, args.row_size, **kw)
+    else:
+        res = volume_profile(trades, args.tick, args.row_size, **kw)
     return res.to_dict()
 
 

@@ -77,3 +77,45 @@ def test_unreadable_file_exit_2(tmp_path):
     p = run("profile", bad, "--tick", "0.01", "--row-size", "5")
     assert p.returncode == 2
     assert len(p.stderr.decode().strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("kind", ["recency", "tpo", "split"])
+def test_profile_kinds_agree_with_functions(real, kind):
+    from compute.split import split_profile
+    from compute.timeweighted import recency_profile, tpo_profile
+
+    start, end = int(real["time"].iloc[1_000]), int(real["time"].iloc[50_000])
+    extra, fn = {
+        "recency": (["--half-life", "600"], lambda: recency_profile(real, 0.01, 5.0, half_life_s=600, **kw)),
+        "tpo": (["--tpo-block", "300000"], lambda: tpo_profile(real, 0.01, 5.0, block_ms=300_000, **kw)),
+        "split": ([], lambda: split_profile(real, 0.01, 5.0, **kw)),
+    }[kind]
+    kw = dict(start=start, end=end, value_area_method="dual", percentiles=(0.1, 0.9))
+    p = run("profile", RECORDING, "--tick", "0.01", "--row-size", "5", "--kind", kind, "--from", start, "--to", end,
+            "--value-area-method", "dual", "--percentiles", "0.1,0.9", *extra)
+    assert p.returncode == 0, p.stderr.decode()
+    out = orjson.loads(p.stdout)
+    ref = orjson.loads(orjson.dumps(fn().to_dict()))  # NaN -> null as in the command's JSON
+    assert out == ref
+    assert set(out["percentiles"]) == {"0.1", "0.9"}
+    if kind == "split":
+        for half in ("first", "second"):
+            assert {"poc", "vah", "val"} <= set(out[half])
+        assert out["first"]["trades"] + out["second"]["trades"] == out["trades"]
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--kind", "volume", "--half-life", "5"], "--half-life"),
+        (["--kind", "recency", "--half-life", "-5"], "half_life"),
+        (["--kind", "dwell"], "--kind"),
+        (["--percentiles", "0.5,2"], "percentiles"),
+        (["--value-area-method", "triple"], "--value-area-method"),
+    ],
+)
+def test_bad_kind_arguments_one_line_exit_2(args, needle):
+    p = run("profile", RECORDING, "--tick", "0.01", "--row-size", "5", *args)
+    assert p.returncode == 2
+    err = p.stderr.decode().strip()
+    assert len(err.splitlines()) == 1 and needle in err, err
