@@ -70,6 +70,7 @@ __all__ = [
     "read_agg_trades",
     "read_ws_recording",
     "to_ms",
+    "agg_trade_frames",
 ]
 
 TRADES_DUMP_COLUMNS = ("id", "price", "qty", "quote_qty", "time", "is_buyer_maker", "is_best_match")
@@ -459,20 +460,28 @@ def _channel(stream: str) -> str:
 
 
 def _decode_all(parts: list[bytes], many: msgspec.json.Decoder, one: msgspec.json.Decoder, stats: ReadStats):
-    """Decode a list of JSON texts in one call; fall back to one by one (counting malformed) on error."""
+    """Decode a list of JSON texts in one call; fall back to one by one (counting malformed) on error.
+
+    The one-call result is used only if it has exactly one item per text (a line
+    holding ``a},{b`` could otherwise shift the alignment); otherwise, and on any
+    error, each text is decoded on its own.
+    """
     if not parts:
         return []
     try:
-        return many.decode(b"[" + b",".join(parts) + b"]")
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        out = []
-        for p in parts:
-            try:
-                out.append(one.decode(p))
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                stats.skipped["malformed"] += 1
-                out.append(None)
-        return out
+        out = many.decode(b"[" + b",".join(parts) + b"]")
+        if len(out) == len(parts):
+            return out
+    except (msgspec.MsgspecError, ValueError):
+        pass
+    out = []
+    for p in parts:
+        try:
+            out.append(one.decode(p))
+        except (msgspec.MsgspecError, ValueError):
+            stats.skipped["malformed"] += 1
+            out.append(None)
+    return out
 
 
 def read_ws_recording(path, symbol: str | None = None) -> ReadResult:
@@ -607,3 +616,64 @@ def read_trades_by_symbol(path) -> dict[str, TradeBatch]:
     """Read every symbol of a file: dict symbol -> :class:`TradeBatch` (sorted by trade id)."""
     return read_file(path).batches
 
+
+
+class _TradeFrame(msgspec.Struct):
+    e: str
+    E: int  # noqa: N815
+    s: str
+    t: int
+    p: msgspec.Raw
+    q: msgspec.Raw
+    T: int  # noqa: N815
+    m: bool
+
+
+class _TradeEnvelope(msgspec.Struct):
+    stream: str
+    data: _TradeFrame
+
+
+_TRADE_ENV = msgspec.json.Decoder(_TradeEnvelope)
+
+
+def agg_trade_frames(path, symbol: str | None = None) -> list[bytes]:
+    """The real trade frames of a raw WebSocket recording as combined-stream aggTrade frames, in recorded order.
+
+    ``aggTrade`` frames are returned verbatim (the JSON text as recorded);
+    ``trade`` frames are re-encoded as aggTrade frames with ``a = f = l = t``
+    (``E``, ``T``, ``s``, ``m`` kept, the ``p``/``q`` strings copied verbatim),
+    under the stream name ``<symbol>@aggTrade``.  Other frames are left out.
+    ``symbol`` keeps one symbol.  Used to serve and benchmark realistic frames.
+
+    Returns
+    -------
+    list of bytes, one frame each.
+    """
+    path = Path(path)
+    f, _ = _open_member(path)
+    with f:
+        raw = f.read()
+    want = symbol.upper() if symbol else None
+    out = []
+    for line in raw.splitlines():
+        i = line.find(b"{")
+        if i < 0:
+            continue
+        text = line[i:]
+        head = text[:80]
+        if b"@aggTrade" in head:
+            if want is None or _ENV_ONE.decode(text).stream.split("@")[0].upper() == want:
+                out.append(bytes(text))
+        elif b"@trade" in head:
+            env = _TRADE_ENV.decode(text)
+            d = env.data
+            if want is not None and d.s.upper() != want:
+                continue
+            out.append(
+                b'{"stream":"%s@aggTrade","data":{"e":"aggTrade","E":%d,"a":%d,"s":"%s","p":%s,"q":%s,'
+                b'"f":%d,"l":%d,"T":%d,"m":%s}}'
+                % (d.s.lower().encode(), d.E, d.t, d.s.encode(), bytes(d.p), bytes(d.q), d.t, d.t, d.T,
+                   b"true" if d.m else b"false")
+            )
+    return out

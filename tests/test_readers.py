@@ -321,12 +321,13 @@ def test_malformed_duplicated_and_bare_frames_in_a_recording_built_from_real_fra
         b"garbage{not json",
         b'{"stream":"ctkusdt@aggTrade","data":{"e":"aggTrade","s":"CTKUSDT","a":1}}',  # fields missing
         b'{"result":null,"id":1}',  # subscribe acknowledgement
+        lines[7] + b"," + lines[8],  # two frames on one line: malformed, and must not shift the others
     ]
     mixed = [*lines[:10], *bad, lines[5], lines[6], bare, *lines[10:]]
     path = tmp_path / "mixed.jsonl"
     path.write_bytes(b"\n".join(mixed) + b"\n")
     res = read_file(path)
-    assert res.stats.skipped["malformed"] == 3
+    assert res.stats.skipped["malformed"] == 4
     assert res.stats.skipped["duplicate"] == 3
     assert res.stats.events["unknown"] == 1
     assert {s: len(b) for s, b in res.batches.items()} == {s: len(b) for s, b in ref.items()}
