@@ -50,6 +50,7 @@ import itertools
 import logging
 import random
 import time
+import weakref
 from dataclasses import asdict, dataclass
 
 import aiohttp
@@ -64,7 +65,7 @@ from .markets import get_market, stream_names, ws_stream_url
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BinanceStreamClient", "FeedEvent", "StreamStatus", "SymbolSource", "backoff_delay"]
+__all__ = ["BinanceStreamClient", "EventStream", "FeedEvent", "StreamStatus", "SymbolSource", "backoff_delay"]
 
 
 def backoff_delay(attempt: int, initial: float, maximum: float, rng: random.Random | None = None) -> float:
@@ -164,29 +165,84 @@ class _Slot:
         self.task: asyncio.Task | None = None
 
 
-class SymbolSource:
-    """One symbol's trades as an async iterator of :class:`TradeBatch` (id order, each id once).
+class _Subscription:
+    """An async iterator fed by the client through a queue; unsubscribes on close() or garbage collection."""
 
-    Has ``describe()`` and ``status()`` so it can stand in for a replay source.
-    """
-
-    def __init__(self, client: BinanceStreamClient, symbol: str, queue: asyncio.Queue):
-        self.client = client
-        self.symbol = symbol
-        self.name = f"{client.market} {symbol}"
+    def __init__(self, registry: list, queue: asyncio.Queue):
         self._q = queue
+        self._registry = registry
+        registry.append(queue)
+        self._finalizer = weakref.finalize(self, _unsubscribe, registry, queue)
 
     def __aiter__(self):
         return self
 
-    async def __anext__(self) -> TradeBatch:
+    async def __anext__(self):
         item = await self._q.get()
         if item is None:
+            self.close()
             raise StopAsyncIteration
         return item
 
+    def pending(self) -> int:
+        """Items waiting to be read."""
+        return self._q.qsize()
+
+    def close(self) -> None:
+        """Stop receiving (pending items can still be read)."""
+        self._finalizer()
+
+    async def aclose(self) -> None:
+        self.close()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.close()
+
+
+def _unsubscribe(registry: list, queue: asyncio.Queue) -> None:
+    with contextlib.suppress(ValueError):
+        registry.remove(queue)
+
+
+class EventStream(_Subscription):
+    """Async iterator of :class:`FeedEvent` from :meth:`BinanceStreamClient.events`; ``close()`` to stop."""
+
+
+class SymbolSource(_Subscription):
+    """One symbol's trades as an async iterator of :class:`TradeBatch` (id order, each id once).
+
+    Has ``describe()`` and ``status()`` so it can stand in for a replay source;
+    ``close()`` (or dropping it) unsubscribes.
+    """
+
+    def __init__(self, client: BinanceStreamClient, symbol: str, registry: list):
+        super().__init__(registry, asyncio.Queue())
+        self.client = client
+        self.symbol = symbol
+        self.name = f"{client.market} {symbol}"
+
     def status(self) -> StreamStatus:
         return self.client.status()[self.symbol]
+
+    async def next_due(self) -> list[TradeBatch]:
+        """Wait for the next batch, then return it with every batch already queued (id order).
+
+        Raises
+        ------
+        StopAsyncIteration
+            When the client has stopped.
+        """
+        out = [await self.__anext__()]
+        while not self._q.empty():
+            item = self._q.get_nowait()
+            if item is None:
+                self._q.put_nowait(None)  # end the iteration on the next call
+                break
+            out.append(item)
+        return out
 
     def describe(self) -> str:
         """E.g. ``LIVE usdm BTCUSDT`` or ``LIVE usdm BTCUSDT (reconnecting)``."""
@@ -239,7 +295,7 @@ class BinanceStreamClient(param.Parameterized):
                                  doc="Minimum silence (s) of a subscribed aggTrade stream before the watchdog fires.")
     stall_factor = param.Number(default=30.0, bounds=(1, 1e4),
                                 doc="Watchdog threshold in units of the stream's usual inter-arrival time.")
-    flush_interval = param.Number(default=0.05, bounds=(0.001, 5), doc="Seconds between decode flushes (latency).")
+    flush_interval = param.Number(default=0.02, bounds=(0.001, 5), doc="Seconds between decode flushes (latency).")
     reorder_grace = param.Number(default=0.25, bounds=(0, 10),
                                  doc="Seconds a hole may close by late frames before REST is asked.")
     gap_fill_timeout = param.Number(default=5.0, bounds=(0.05, 120),
@@ -251,6 +307,8 @@ class BinanceStreamClient(param.Parameterized):
     on_trades = param.Callable(default=None, allow_None=True, doc="Called with (symbol, AggTrades) per release.")
     on_liquidations = param.Callable(default=None, allow_None=True, doc="Called with a liquidations DataFrame.")
     on_gap = param.Callable(default=None, allow_None=True, doc="Called with each Gap record.")
+    on_frame = param.Callable(default=None, allow_None=True,
+                              doc="Called with every raw frame received (str or bytes), before decoding (recorder).")
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -285,6 +343,8 @@ class BinanceStreamClient(param.Parameterized):
         self._running = False
         self._last_connect = 0.0
         self._connect_lock: asyncio.Lock | None = None
+        #: Last connection error as one line (None once connected), for "cannot reach Binance" messages.
+        self.last_error: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> BinanceStreamClient:
@@ -293,7 +353,7 @@ class BinanceStreamClient(param.Parameterized):
             return self
         self._running = True
         self._connect_lock = asyncio.Lock()
-        self._session = aiohttp.ClientSession()
+        self._session = aiohttp.ClientSession(trust_env=True)  # honours HTTPS_PROXY / WSS proxies from the env
         self._filler = GapFiller(self._session, market=self.market, rest_base=self.rest_base,
                                  request_timeout=self.rest_request_timeout)
         for slot in self._slots:
@@ -326,10 +386,10 @@ class BinanceStreamClient(param.Parameterized):
         self._flush_all()
         if self._session is not None:
             await self._session.close()
-        for q in self._subscribers:
+        for q in list(self._subscribers):
             q.put_nowait(None)
         for qs in self._sources.values():
-            for q in qs:
+            for q in list(qs):
                 q.put_nowait(None)
         self._tasks.clear()
 
@@ -340,23 +400,12 @@ class BinanceStreamClient(param.Parameterized):
         await self.stop()
 
     # ------------------------------------------------------------------ outputs
-    def events(self) -> collections.abc.AsyncIterator[FeedEvent]:
-        """A new async iterator over every :class:`FeedEvent` from now on (ends at :meth:`stop`)."""
-        q: asyncio.Queue = asyncio.Queue()
-        self._subscribers.append(q)
+    def events(self) -> EventStream:
+        """A new async iterator over every :class:`FeedEvent` from now on (ends at :meth:`stop`).
 
-        async def gen():
-            try:
-                while True:
-                    ev = await q.get()
-                    if ev is None:
-                        return
-                    yield ev
-            finally:
-                with contextlib.suppress(ValueError):
-                    self._subscribers.remove(q)
-
-        return gen()
+        Events queue up until read; ``close()`` it (or use ``async with``) when done.
+        """
+        return EventStream(self._subscribers, asyncio.Queue())
 
     def source(self, symbol: str) -> SymbolSource:
         """An async iterator of ``symbol``'s :class:`TradeBatch` es from now on, with ``describe()``.
@@ -369,9 +418,7 @@ class BinanceStreamClient(param.Parameterized):
         sym = symbol.upper()
         if sym not in self._status:
             raise KeyError(f"{sym} is not one of {self._symbols}")
-        q: asyncio.Queue = asyncio.Queue()
-        self._sources.setdefault(sym, []).append(q)
-        return SymbolSource(self, sym, q)
+        return SymbolSource(self, sym, self._sources.setdefault(sym, []))
 
     def status(self) -> dict[str, StreamStatus]:
         """Per symbol :class:`StreamStatus` (``lag_ms`` computed now)."""
@@ -380,6 +427,23 @@ class BinanceStreamClient(param.Parameterized):
             st.lag_ms = None if st.last_trade_time is None else now_ms - st.last_trade_time
             st.duplicates = self._seq[s].duplicates
         return self._status
+
+    @property
+    def connected(self) -> bool:
+        """True when every connection group has an open connection."""
+        return all(any(not c.closed.is_set() for c in slot.conns) for slot in self._slots)
+
+    async def wait_connected(self, timeout: float) -> bool:
+        """Wait until :attr:`connected` (True) or ``timeout`` seconds pass (False; see :attr:`last_error`).
+
+        For start-up checks such as "Binance cannot be reached -> fall back to replay".
+        """
+        end = time.monotonic() + timeout
+        while not self.connected:
+            if time.monotonic() >= end:
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
     def frame_counts(self) -> collections.Counter:
         """Frames decoded per kind over all connections so far (aggTrade, forceOrder, reply, malformed, ...)."""
@@ -437,9 +501,15 @@ class BinanceStreamClient(param.Parameterized):
     async def _read(self, conn: _Conn) -> None:
         ws = conn.ws
         feed = conn.decoder.feed
+        raw_cb = self.on_frame
         try:
             async for msg in ws:
                 if msg.type is aiohttp.WSMsgType.TEXT or msg.type is aiohttp.WSMsgType.BINARY:
+                    if raw_cb is not None:
+                        try:
+                            raw_cb(msg.data)
+                        except Exception:  # noqa: BLE001 - a consumer's bug must not cut the stream
+                            log.exception("on_frame callback failed")
                     feed(msg.data)
                 elif msg.type is aiohttp.WSMsgType.ERROR:
                     conn.close_reason = f"error: {ws.exception()!r}"
@@ -480,11 +550,13 @@ class BinanceStreamClient(param.Parameterized):
                 attempt += 1
                 delay = backoff_delay(attempt, self.reconnect_initial, self.reconnect_max)
                 self.counts["connect_failures"] += 1
+                self.last_error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
                 log.warning("slot %d: connect failed (%s: %s); retry %d in %.2f s", slot.idx, type(e).__name__, e,
                             attempt, delay)
                 await asyncio.sleep(delay)
                 continue
             log.info("slot %d: connection %d open (%s)", slot.idx, conn.id, conn.url)
+            self.last_error = None
             self.counts["connections"] += 1
             old = [c for c in slot.conns if not c.closed.is_set()]
             slot.conns.append(conn)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import random
 import time
 from pathlib import Path
@@ -455,5 +456,56 @@ async def test_source_adapter_gives_trade_batches_and_describe():
         assert got[0].symbol == "BTCUSDT"
         np.testing.assert_array_equal(np.concatenate([b.price for b in got]), btc.p.astype(float))
         assert src.describe() == "LIVE usdm BTCUSDT"
+        assert src.pending() == 0
         with pytest.raises(KeyError):
             c.source("DOGEUSDT")
+
+
+async def test_wait_connected_and_an_unreachable_endpoint():
+    btc = real_table(USDM_BTC, 200)
+    async with running(dict(speed=0), [btc]) as (srv, c):
+        await c.start()
+        assert await c.wait_connected(5) and c.connected and c.last_error is None
+    # nothing listens on this port any more: start-up check fails with a one-line reason, nothing raises
+    port = int(srv.ws_base.rsplit(":", 1)[1])
+    dead = BinanceStreamClient(market="usdm", symbols=["BTCUSDT"], ws_base=f"ws://127.0.0.1:{port}",
+                               rest_base=f"http://127.0.0.1:{port}", **FAST)
+    await dead.start()
+    try:
+        assert not await dead.wait_connected(0.5)
+        assert dead.last_error and "\n" not in dead.last_error
+        assert dead.counts["connect_failures"] >= 2 and not dead.status()["BTCUSDT"].connected
+    finally:
+        await dead.stop()
+
+
+async def test_closed_event_streams_unsubscribe():
+    btc = real_table(USDM_BTC, 200)
+    async with running(dict(speed=0), [btc]) as (srv, c):
+        a, b = c.events(), c.events()
+        assert len(c._subscribers) == 2
+        a.close()
+        del b
+        gc.collect()
+        assert c._subscribers == []
+        s = c.source("BTCUSDT")
+        async with s:
+            assert len(c._sources["BTCUSDT"]) == 1
+        assert c._sources["BTCUSDT"] == []
+
+
+async def test_raw_frame_hook_and_next_due():
+    btc = real_table(USDM_BTC, 1500)
+    frames = []
+    async with running(dict(speed=0), [btc], on_frame=frames.append) as (srv, c):
+        src = c.source("BTCUSDT")
+        await c.start()
+        got = []
+        while not got or got[-1].trade_id[-1] < btc.a[-1]:
+            got.extend(await asyncio.wait_for(src.next_due(), 20))
+        assert_exactly_once_in_order(np.concatenate([b.trade_id for b in got]), btc.a)
+        await c.stop()
+        with pytest.raises(StopAsyncIteration):
+            await src.next_due()
+        sent = sum(conn.frames_sent for conn in srv.connections)
+        assert len(frames) == sent and all(isinstance(f, str) for f in frames)
