@@ -29,6 +29,7 @@ b3 POC, b4 value area, b9 percentile lines):
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -84,19 +85,22 @@ def qty_to_int(qty: np.ndarray, scale: int) -> np.ndarray:
     if not len(q):
         return np.empty(0, np.int64)
     x = q * float(scale)
-    if not np.isfinite(x).all():
-        raise ValueError("quantities must be finite")
-    if (x < 0).any():
-        raise ValueError("quantities must not be negative")
-    total = float(x.sum())
+    r = np.rint(x)
+    worst = float(np.abs(x - r).max()) if len(x) > 1 else abs(float(x[0]) - float(r[0]))
+    lowest = float(r.min()) if len(r) > 1 else float(r[0])
+    if not (worst <= 1e-3 and lowest >= 0):  # NaN fails the comparisons too
+        if not np.isfinite(x).all():
+            raise ValueError("quantities must be finite")
+        if (x < 0).any():
+            raise ValueError("quantities must not be negative")
+        dec = int(round(math.log10(scale)))
+        raise ValueError(f"quantities have more than {dec} decimals; pass a larger qty_decimals")
+    total = float(r.sum())
     if total >= _INT64_SAFE:
         raise ValueError(
             f"total quantity {total / scale:.6g} does not fit int64 at {int(round(math.log10(scale)))} decimals; "
             "pass a smaller qty_decimals"
         )
-    r = np.rint(x)
-    if np.abs(x - r).max() > 1e-3:
-        raise ValueError(f"quantities have more than {int(round(math.log10(scale)))} decimals; pass a larger qty_decimals")
     return r.astype(np.int64)
 
 
@@ -170,17 +174,19 @@ def _float_at_least(q: Fraction) -> float:
     return f
 
 
+@functools.lru_cache(maxsize=256)
+def _decimal(x: float) -> Fraction:
+    """The decimal a float prints as, exactly (0.7 -> 7/10)."""
+    return Fraction(repr(x))
+
+
 def _target_reached(acc: np.ndarray, total, fraction: float) -> int:
     """First index i with ``acc[i] >= fraction * total`` (acc non-decreasing).
 
     Exact: ``fraction`` is taken as the decimal it prints as (0.7 is 7/10) and the
     product is compared without rounding, for integer and float arrays alike.
     """
-    f = Fraction(repr(float(fraction)))
-    if np.issubdtype(acc.dtype, np.integer):
-        target = math.ceil(f * int(total))
-        return int(np.searchsorted(acc, target, side="left"))
-    return int(np.searchsorted(acc, _float_at_least(f * Fraction(float(total))), side="left"))
+    return int(np.searchsorted(acc, _target(acc.dtype, total, fraction), side="left"))
 
 
 def _pairs(a: np.ndarray) -> np.ndarray:
@@ -210,6 +216,51 @@ def value_area_bounds(volume: np.ndarray, poc_idx: int, fraction: float = 0.7, m
     if method not in VA_METHODS:
         raise ValueError(f"value_area_method must be one of {VA_METHODS}, got {method!r}")
     total = v.sum()
+    if n <= _VA_LOOP_MAX:
+        return _va_loop(v.tolist(), poc_idx, _target(v.dtype, total, fraction), method == "dual")
+    return _va_vectorized(v, poc_idx, total, fraction, method)
+
+
+#: Up to this many rows the plain walk is faster than the vectorised merge (same answer).
+_VA_LOOP_MAX = 384
+
+
+def _target(dtype, total, fraction: float):
+    """The value the accumulated sum must reach: an int for integer arrays, the smallest float >= it otherwise."""
+    f = _decimal(float(fraction))
+    if np.issubdtype(dtype, np.integer):
+        return math.ceil(f * int(total))
+    return _float_at_least(f * Fraction(float(total)))
+
+
+def _va_loop(vals: list, p: int, target, dual: bool) -> tuple[int, int]:
+    """The value-area walk, literally (acc and pair sums in the same order as the vectorised path)."""
+    n = len(vals)
+    lo = hi = p
+    acc = vals[p]
+    while acc < target:
+        has_up, has_dn = hi + 1 < n, lo > 0
+        if not (has_up or has_dn):
+            break
+        if dual:
+            su = (vals[hi + 1] + (vals[hi + 2] if hi + 2 < n else 0)) if has_up else None
+            sd = (vals[lo - 1] + (vals[lo - 2] if lo >= 2 else 0)) if has_dn else None
+            ku, kd = min(2, n - 1 - hi), min(2, lo)
+        else:
+            su = vals[hi + 1] if has_up else None
+            sd = vals[lo - 1] if has_dn else None
+            ku = kd = 1
+        if has_up and (not has_dn or su >= sd):
+            acc += su
+            hi += ku
+        else:
+            acc += sd
+            lo -= kd
+    return lo, hi
+
+
+def _va_vectorized(v: np.ndarray, poc_idx: int, total, fraction: float, method: str) -> tuple[int, int]:
+    """The value-area walk as a merge of running minima plus one cumsum (see value_area_bounds)."""
     if _target_reached(np.asarray([v[poc_idx]]), total, fraction) == 0:
         return poc_idx, poc_idx
     above, below = v[poc_idx + 1 :], v[:poc_idx][::-1]
@@ -221,9 +272,10 @@ def value_area_bounds(volume: np.ndarray, poc_idx: int, fraction: float = 0.7, m
     # merged position of each step: above element i goes after the below elements strictly larger.
     pos_a = np.arange(len(a)) + np.searchsorted(-bm, -am, side="left")
     pos_b = np.arange(len(b)) + np.searchsorted(-am, -bm, side="right")
-    steps = np.empty(len(a) + len(b), dtype=v.dtype)
-    steps[pos_a], steps[pos_b] = a, b
-    acc = np.cumsum(steps) + v[poc_idx]
+    steps = np.empty(len(a) + len(b) + 1, dtype=v.dtype)
+    steps[0] = v[poc_idx]
+    steps[1 + pos_a], steps[1 + pos_b] = a, b
+    acc = np.cumsum(steps)[1:]  # summed from the POC on, in walk order
     k = _target_reached(acc, total, fraction)
     k = min(k, len(acc) - 1)  # float rounding can leave the sum a hair short: everything is in.
     n_a = int(np.searchsorted(pos_a, k, side="right"))

@@ -34,6 +34,8 @@ the batch is not ingested.
 from __future__ import annotations
 
 import bisect
+import functools
+import threading
 
 import numpy as np
 import param
@@ -167,11 +169,23 @@ def _accumulate(vol, buy, cnt, base: int, parts: list) -> None:
         np.add.at(cnt, idx, np.concatenate([p.cnt for p in sparse]))
 
 
+def _locked(method):
+    """Run a public method under the store's lock (ingest and queries may come from different threads)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class ProfileStore(param.Parameterized):
     """Incremental per-bucket, per-tick aggregates of one symbol's trades; see the module docstring.
 
     ``ProfileStore(tick, bucket_ms=60_000, levels=(10, 60), qty_decimals=8)``.
-    Times are UTC ms, prices quote currency, quantities base asset.
+    Times are UTC ms, prices quote currency, quantities base asset. Thread-safe: every
+    public method holds one re-entrant lock.
     """
 
     tick = param.Number(default=0.01, bounds=(0, None), inclusive_bounds=(False, True), constant=True,
@@ -188,6 +202,8 @@ class ProfileStore(param.Parameterized):
     def __init__(self, tick: float, **params):
         super().__init__(tick=float(tick), **params)
         grid.ticks_per_row(self.tick, self.tick)  # validates the tick
+        self._tick = float(self.tick)
+        self._lock = threading.RLock()
         self._bm = int(self.bucket_ms)
         lv = tuple(int(x) for x in self.levels)
         if any(x < 2 for x in lv) or any(b % a for a, b in zip(lv, lv[1:], strict=False)):
@@ -236,6 +252,7 @@ class ProfileStore(param.Parameterized):
         return n + sum(a.nbytes for p in self._parts for a in p)
 
     # -- ingest ---------------------------------------------------------------------------
+    @_locked
     def update(self, batch) -> int:
         """Add a batch (TradeBatch or DataFrame); returns the number of trades added.
 
@@ -255,7 +272,7 @@ class ProfileStore(param.Parameterized):
         check_prices(b.price)
         q = qty_to_int(b.qty, self._scale)
         t = b.time
-        ticks = grid.tick_index(b.price, self.tick)
+        ticks = grid.tick_index(b.price, self._tick)
         sq = np.where(b.is_buyer_maker, -q, q)
         if n > 1 and not (t[1:] >= t[:-1]).all():
             o = np.argsort(t, kind="stable")
@@ -279,13 +296,17 @@ class ProfileStore(param.Parameterized):
         return n
 
     def _append(self, bk, t, ticks, sq) -> None:
-        cuts = np.flatnonzero(bk[1:] != bk[:-1]) + 1
-        starts = np.r_[0, cuts]
-        ends = np.r_[cuts, len(bk)]
+        if bk[0] == bk[-1]:  # the usual live case: one bucket
+            starts, ends = [0], [len(bk)]
+        else:
+            cuts = (np.flatnonzero(bk[1:] != bk[:-1]) + 1).tolist()
+            starts, ends = [0, *cuts], [*cuts, len(bk)]
         last = len(starts) - 1
+        closed = False
         for i, (a, z) in enumerate(zip(starts, ends, strict=True)):
             b = int(bk[a])
             if b != self._open:
+                closed = True
                 self._close_open()
                 self._open = b
             if i < last:  # a whole bucket inside this batch: close it straight away
@@ -296,7 +317,8 @@ class ProfileStore(param.Parameterized):
                 self._parts.append((t[a:z].copy(), ticks[a:z].copy(), sq[a:z].copy()))
                 self._open = b
         self._open_cache = None
-        self._build_blocks()
+        if closed:
+            self._build_blocks()
 
     def _close_open(self) -> None:
         if self._open is None or not self._parts:
@@ -346,8 +368,8 @@ class ProfileStore(param.Parameterized):
 
     def _insert_late(self, bk, t, ticks, sq) -> None:
         """Merge trades older than the open bucket into their closed buckets (rebuilding them)."""
-        cuts = np.flatnonzero(bk[1:] != bk[:-1]) + 1
-        for a, z in zip(np.r_[0, cuts], np.r_[cuts, len(bk)], strict=True):
+        cuts = (np.flatnonzero(bk[1:] != bk[:-1]) + 1).tolist()
+        for a, z in zip([0, *cuts], [*cuts, len(bk)], strict=True):
             b = int(bk[a])
             old = self._buckets.get(b)
             if old is None:
@@ -358,6 +380,7 @@ class ProfileStore(param.Parameterized):
             self._put_bucket(b, _Bucket(b * self._bm, nt, nk, ns))
         self._build_blocks()
 
+    @_locked
     def trim(self, before_ms: int) -> int:
         """Drop every bucket that ends at or before ``before_ms`` (UTC ms); returns trades dropped.
 
@@ -483,18 +506,33 @@ class ProfileStore(param.Parameterized):
         if cur < w1:
             self._cover(cur, w1, i - 1, buckets, blocks)
 
+    @_locked
     def raw_trades(self, start: int | None = None, end: int | None = None) -> RawTrades:
         """The held trades with ``start <= time < end`` on the tick grid, time-sorted (reads every one)."""
         s, e = self._resolve(start, end)
         raw, buckets, _ = self._pieces(s, e, levels=0)
-        parts = [(b, None) for b, _ in buckets] + [(None, r) for r in raw]
-        parts.sort(key=lambda p: p[0] if p[0] is not None else int(p[1][0][0]) // self._bm)
-        out = []
-        for b, r in parts:
-            t, ticks, sq = self._buckets[b].raw() if r is None else r
-            out.append(RawTrades(t, ticks, np.abs(sq), sq < 0))
-        return RawTrades.concat(out)
+        parts = [(b, bucket) for b, bucket in buckets] + [(int(r[0][0]) // self._bm, r) for r in raw]
+        parts.sort(key=lambda p: p[0])
+        n = sum(len(p.sq) if isinstance(p, _Bucket) else len(p[0]) for _, p in parts)
+        time, tick, sq = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
+        a = 0
+        for _, p in parts:  # filled in place: no per-bucket temporaries, no concatenation
+            if isinstance(p, _Bucket):
+                z = a + len(p.sq)
+                time[a:z] = p.toff
+                time[a:z] += p.start
+                tick[a:z] = p.trel
+                tick[a:z] += p.tbase
+                sq[a:z] = p.sq
+            else:
+                z = a + len(p[0])
+                time[a:z], tick[a:z], sq[a:z] = p
+            a = z
+        sell = sq < 0
+        np.abs(sq, out=sq)
+        return RawTrades(time, tick, sq, sell)
 
+    @_locked
     def trades(self, start: int | None = None, end: int | None = None) -> TradeBatch:
         """The held trades in ``[start, end)`` as a TradeBatch (prices on the tick grid, trade ids -1)."""
         r = self.raw_trades(start, end)
@@ -539,6 +577,7 @@ class ProfileStore(param.Parameterized):
         return r_lo, vol, buy, cnt
 
     # -- queries --------------------------------------------------------------------------
+    @_locked
     def profile(
         self, start: int | None = None, end: int | None = None, row_size: float | None = None,
         value_area: float = 0.7, method: str = "single", kind: str = "volume", *,
@@ -622,6 +661,7 @@ class ProfileStore(param.Parameterized):
         counts = tpo_counts(r0, len(vol), blk, rows)
         return tpo_result(self.tick, row_size, r0, s, e, self.qty_decimals, vol, buy, cnt, counts, block, **kw)
 
+    @_locked
     def developing(
         self, start: int | None = None, end: int | None = None, row_size: float | None = None,
         candle_ms: int = 60_000, value_area: float = 0.7, method: str = "single", percentiles=DEFAULT_PERCENTILES,
@@ -658,6 +698,7 @@ class ProfileStore(param.Parameterized):
                                       value_area_method=method, qty_decimals=self.qty_decimals)
         return DevelopingResult(prof, dev, c)
 
+    @_locked
     def candles(self, start: int | None = None, end: int | None = None, interval_ms: int | None = None):
         """OHLCV candles of the held trades in ``[start, end)`` (see :func:`compute.candles.candles`).
 

@@ -92,15 +92,21 @@ def recency_from_raw(
     tpr = grid.ticks_per_row(row_size, tick)
     if not len(raw):
         raise empty_range_error(start, end)
-    rows = np.floor_divide(raw.tick, tpr)
+    rows = np.floor_divide(raw.tick, tpr) if tpr > 1 else raw.tick
     r0, vol, buy, cnt = raw.bin_rows(tpr) if sums is None else sums
     idx = rows - r0
+    n = len(vol)
     q = raw.qint.astype(np.float64)
-    w = np.exp2(-(end - raw.time) / half_life_ms)
-    wq = np.zeros(len(vol))
-    np.add.at(wq, idx, q * w)  # exact integers when every weight is 1 (infinite half-life)
-    qt = np.zeros(len(vol))
-    np.add.at(qt, idx, q * (raw.time - start))
+    buf = np.empty(len(q))
+    # weight 2**(-(end - t) / h): computed in place, one buffer, summed in time order (bincount)
+    np.subtract(raw.time, end, out=buf, casting="unsafe")
+    buf /= half_life_ms
+    np.exp2(buf, out=buf)
+    buf *= q  # exact integers when every weight is 1 (infinite half-life)
+    wq = np.bincount(idx, weights=buf, minlength=n)
+    np.subtract(raw.time, start, out=buf, casting="unsafe")
+    buf *= q
+    qt = np.bincount(idx, weights=buf, minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_time = np.where(vol > 0, start + qt / vol, np.nan)
     scale = float(10**qty_decimals)

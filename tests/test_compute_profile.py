@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from compute.batch import TradeBatch
 from compute.profile import poc_index, value_area_bounds, volume_profile
+from compute.result import _target, _va_loop, _va_vectorized
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDING = ROOT / "assets" / "recordings" / "BTCUSDT-trades-2020-02-22.00-12UTC.csv.gz"
@@ -142,9 +143,30 @@ def test_value_area_walk_equals_reference(v, fraction, method):
     arr = np.array(v, dtype=np.int64)
     p = poc_index(arr)
     assert p == poc_reference(v)
+    want = va_reference(v, p, fraction, method)
+    assert value_area_bounds(arr, p, fraction, method) == want
+    # both implementations (plain walk for small grids, vectorised merge for large ones), ints and floats
+    for a in (arr, arr.astype(float)):
+        assert _va_vectorized(a, p, a.sum(), fraction, method) == want
+        assert _va_loop(a.tolist(), p, _target(a.dtype, a.sum(), fraction), method == "dual") == want
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.integers(0, 50), min_size=390, max_size=600), st.sampled_from([0.5, 0.7, 0.95]),
+       st.sampled_from(["single", "dual"]))
+def test_value_area_large_grid_equals_reference(v, fraction, method):
+    arr = np.array(v, dtype=np.int64)
+    p = poc_index(arr)
     assert value_area_bounds(arr, p, fraction, method) == va_reference(v, p, fraction, method)
-    # float arrays are compared exactly too: same walk
-    assert value_area_bounds(arr.astype(float), p, fraction, method) == va_reference(v, p, fraction, method)
+
+
+def test_value_area_float_paths_agree_on_real_weights():
+    rng = np.random.default_rng(3)
+    for n in (5, 50, 383, 385, 2000):
+        v = rng.random(n) * rng.integers(1, 1000, n)
+        p = poc_index(v)
+        for m in ("single", "dual"):
+            assert _va_vectorized(v, p, v.sum(), 0.7, m) == _va_loop(v.tolist(), p, _target(v.dtype, v.sum(), 0.7), m == "dual")
 
 
 # -- single trade, one row, empty range, sides --------------------------------------------
