@@ -73,6 +73,11 @@ class SharedCache(param.Parameterized):
                 return codec.decode(raw)
             token = f"{id(self)}:{time.monotonic_ns()}"
             if await self.r.set(key + ":lock", token, nx=True, px=self.lock_ms):
+                raw = await self.r.get(key)  # the previous holder may have finished between GET and SET NX
+                if raw is not None:
+                    await self.r.delete(key + ":lock")
+                    self.stats[(kind, "hit")] += 1
+                    return codec.decode(raw)
                 try:
                     result = await compute()
                     self.stats[(kind, "computed")] += 1
