@@ -140,7 +140,7 @@ def test_rest_answer_decodes_and_rejects_bad_bodies():
 
 
 # ----------------------------------------------------------------------------- fuzzing
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.one_of(st.binary(max_size=200), st.text(max_size=200)), max_size=20))
 def test_fuzz_arbitrary_frames_never_raise_and_are_all_counted(frames):
     dec = FrameDecoder()
@@ -170,7 +170,7 @@ def _mutated(draw, frames):
 _FUZZ_FRAMES = agg_trade_frames(USDM_ALTS) if USDM_ALTS.exists() else [DOC_FORCE_ORDER]
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.one_of(_mutated(_FUZZ_FRAMES), st.sampled_from(_FUZZ_FRAMES)), min_size=1, max_size=30))
 def test_fuzz_mutated_real_frames(frames):
     """Mutated real frames: never raise; whatever is accepted as an aggTrade has sane values."""
@@ -194,7 +194,7 @@ def test_fuzz_mutated_real_frames(frames):
         assert (d["s"], d["a"]) in got
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(
     st.sampled_from(["BTCUSDT", "ETHUSDT"]), st.integers(0, 2**53), st.decimals(min_value="0.00000001",
                                                                                    max_value="1000000", places=8),

@@ -69,8 +69,11 @@ def test_describe_name_symbol_and_runtime_speed():
 async def test_one_full_pass_emits_every_trade_once_in_exchange_time_order(real):
     src = ReplaySource(BUNDLED, speed=1e6, loop=False)
     batches = []
-    async for b in src:
-        batches.append(b)
+    while True:
+        try:
+            batches.extend(await src.next_due())
+        except StopAsyncIteration:
+            break
     _check_windows(batches)
     allb = TradeBatch.concat(batches)
     assert len(allb) == 69_239  # PROVENANCE.md
