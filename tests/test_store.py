@@ -260,3 +260,13 @@ def test_store_equals_recompute_on_every_shared_recording(path):
                 continue
             assert_same(store.profile(int(s), int(e) + 1, tpr * tick), want), (sym, s, e)
         assert store.profile().trades == len(b)
+
+
+@pytest.mark.parametrize("block_ms", [600_000, 1_800_000, 3_600_000, 7_200_000])
+def test_tpo_from_block_levels(real, stores, block_ms):
+    """TPO blocks that are whole 10-minute / 1-hour store blocks use those blocks' traded ticks."""
+    start, end = T0 + 61_000, T1 - 3_000_000
+    want = tpo_profile(real, TICK, 0.5, block_ms=block_ms, start=start, end=end)
+    for store in stores:
+        assert_same(store.profile(start, end, 0.5, kind="tpo", tpo_block_ms=block_ms), want)
+    assert want.to_dict()["tpo_blocks"] == (end - 1) // block_ms - start // block_ms + 1
