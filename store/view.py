@@ -147,7 +147,7 @@ class SymbolView:
                 self.snapshot = Snapshot(s.symbol, s.trades, s.candles, s.meta, s.version, False,
                                          s.stale_since or time.time(), None)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                backoff = min(backoff * 2, 1.0)
 
     def _merge_candles(self, old: pd.DataFrame, fresh: pd.DataFrame) -> pd.DataFrame:
         if not len(old):

