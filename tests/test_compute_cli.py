@@ -10,6 +10,7 @@ import orjson
 import pandas as pd
 import pytest
 
+from compute.__main__ import main
 from compute.profile import volume_profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,6 +19,13 @@ RECORDING = ROOT / "assets" / "recordings" / "BTCUSDT-trades-2020-02-22.00-12UTC
 
 def run(*args):
     return subprocess.run([sys.executable, "-m", "compute", *map(str, args)], cwd=ROOT, capture_output=True, timeout=120)
+
+
+def run_inproc(capsys, *args):
+    """The command's main() in this process (same code path, no interpreter start-up): (code, stdout, stderr)."""
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
@@ -59,24 +67,27 @@ def test_profile_command_whole_file_totals(real):
         (["--tick", "0.01", "--row-size", "5", "--from", "soon"], "--from"),
     ],
 )
-def test_bad_arguments_one_line_exit_2(args, needle):
-    p = run("profile", RECORDING, *args)
+def test_bad_arguments_one_line_exit_2(capsys, args, needle):
+    code, out, err = run_inproc(capsys, "profile", RECORDING, *args)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and needle in err, err
+    assert out == ""
+
+
+def test_bad_arguments_real_process_exit_code():
+    p = run("profile", RECORDING, "--tick", "0.01", "--row-size", "0.015")
     assert p.returncode == 2
     err = p.stderr.decode().strip()
-    assert len(err.splitlines()) == 1 and needle in err, err
-    assert p.stdout == b""
+    assert len(err.splitlines()) == 1 and "whole number of ticks" in err and p.stdout == b""
 
 
-def test_unreadable_file_exit_2(tmp_path):
-    for path in (tmp_path / "missing.csv", tmp_path):
-        p = run("profile", path, "--tick", "0.01", "--row-size", "5")
-        assert p.returncode == 2
-        assert len(p.stderr.decode().strip().splitlines()) == 1
+def test_unreadable_file_exit_2(capsys, tmp_path):
     bad = tmp_path / "garbage.csv"
     bad.write_bytes(b"\x00\x01not a trade file\n")
-    p = run("profile", bad, "--tick", "0.01", "--row-size", "5")
-    assert p.returncode == 2
-    assert len(p.stderr.decode().strip().splitlines()) == 1
+    for path in (tmp_path / "missing.csv", tmp_path, bad):
+        code, out, err = run_inproc(capsys, "profile", path, "--tick", "0.01", "--row-size", "5")
+        assert code == 2 and out == ""
+        assert len(err.strip().splitlines()) == 1 and err.startswith("error:")
 
 
 @pytest.mark.parametrize("kind", ["recency", "tpo", "split"])
@@ -114,8 +125,7 @@ def test_profile_kinds_agree_with_functions(real, kind):
         (["--value-area-method", "triple"], "--value-area-method"),
     ],
 )
-def test_bad_kind_arguments_one_line_exit_2(args, needle):
-    p = run("profile", RECORDING, "--tick", "0.01", "--row-size", "5", *args)
-    assert p.returncode == 2
-    err = p.stderr.decode().strip()
-    assert len(err.splitlines()) == 1 and needle in err, err
+def test_bad_kind_arguments_one_line_exit_2(capsys, args, needle):
+    code, out, err = run_inproc(capsys, "profile", RECORDING, "--tick", "0.01", "--row-size", "5", *args)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and needle in err, err
