@@ -11,6 +11,7 @@ the embedded Redis, and leaves no process behind.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import signal
@@ -29,8 +30,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="serve.py", description="flowlens: live order-flow dashboard (VPVR, POC/VAH/VAL) on Binance trades.",
     )
-    p.add_argument("--source", default="replay",
-                   help="replay[:PATH] replays a recording (default: the bundled BTCUSDT 2020-02-22 trades).")
+    p.add_argument("--source", default="live",
+                   help="live (default): Binance WebSocket streams; replay[:PATH]: replay a recording "
+                        "(default: the bundled BTCUSDT 2020-02-22 trades).")
+    p.add_argument("--market", default="usdm", choices=["usdm", "coinm", "spot"], help="live market (default usdm).")
+    p.add_argument("--symbols", default=None, help="live symbols, comma separated (default BTCUSDT).")
+    p.add_argument("--ws-base", default=os.environ.get("FLOWLENS_WS_BASE"),
+                   help="WebSocket origin override (testnet, proxy, local server); the market's path is appended.")
+    p.add_argument("--rest-base", default=os.environ.get("FLOWLENS_REST_BASE"), help="REST origin override.")
+    p.add_argument("--no-fallback", action="store_true",
+                   help="with --source live: keep retrying Binance instead of replaying the recording.")
     p.add_argument("--speed", type=float, default=10.0, help="replay speed factor (default 10x).")
     p.add_argument("--symbol", default=None, help="symbol to show/ingest (default: the recording's symbol).")
     p.add_argument("--tick", type=float, default=None, help="tick size (default: inferred from the recording).")
@@ -56,8 +65,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.no_ingest and not args.redis_url:
         p.error("--no-ingest needs --redis-url (or REDIS_URL): the Redis another process ingests into")
     kind, _, path = args.source.partition(":")
-    if kind != "replay":
-        p.error(f"unknown --source {args.source!r}: only replay[:PATH] is available in this version")
+    if kind not in ("live", "replay") or (kind == "live" and path):
+        p.error(f"unknown --source {args.source!r}: use live or replay[:PATH]")
+    args.live = kind == "live"
+    raw = args.symbols or args.symbol or "BTCUSDT"
+    args.live_symbols = [x.strip().upper() for x in raw.split(",") if x.strip()]
+    if not args.live_symbols or any(not x.isalnum() or len(x) > 20 for x in args.live_symbols):
+        p.error(f"bad --symbols {raw!r}: comma-separated exchange symbols like BTCUSDT,ETHUSDT")
     args.replay_path = Path(path) if path else DEFAULT_RECORDING
     if not args.replay_path.exists():
         p.error(f"recording not found: {args.replay_path}")
@@ -83,18 +97,36 @@ def main(argv=None) -> int:
     from dashboard.app import DashboardSettings, create_page
     from feeds.replay import ReplaySource
     from service import api, ops
+    from service.live import LiveSource, probe
     from service.runtime import Runtime
     from store.embedded import start_embedded
 
-    recording = ReplaySource(args.replay_path, symbol=args.symbol, speed=args.speed)
-    symbol = (args.symbol or recording.symbol or "BTCUSDT").upper()
-    tick = args.tick or infer_tick(recording.recording.price)
+    client_params = {"market": args.market, "ws_base": args.ws_base, "rest_base": args.rest_base}
+    note = ""
+    if args.live and not args.no_fallback:
+        reason = asyncio.run(probe(args.live_symbols, **client_params))
+        if reason is not None:
+            note = f"Binance unreachable at start-up: {reason}"
+            print(f"flowlens: {note} — replaying the bundled recording instead (--no-fallback keeps retrying)",
+                  flush=True)
+            args.live = False
+            args.replay_path = DEFAULT_RECORDING
+    if args.live:
+        symbols, tick, recording = args.live_symbols, args.tick, None
 
-    def make_source(sym: str, resume_after_id: int | None):
-        src = ReplaySource(recording.recording, symbol=sym, speed=args.speed, name=recording.name)
-        if resume_after_id is not None:
-            src.resume_after_id(resume_after_id)
-        return src
+        async def make_source(sym: str, resume_after_id: int | None):
+            return await LiveSource.open(sym, resume_after_id, **client_params)
+    else:
+        recording = ReplaySource(args.replay_path, symbol=args.symbol, speed=args.speed)
+        symbols = [(args.symbol or recording.symbol or "BTCUSDT").upper()]
+        tick = args.tick or infer_tick(recording.recording.price)
+
+        def make_source(sym: str, resume_after_id: int | None):
+            src = ReplaySource(recording.recording, symbol=sym, speed=args.speed, name=recording.name)
+            if resume_after_id is not None:
+                src.resume_after_id(resume_after_id)
+            return src
+    symbol = symbols[0]
 
     embedded = None
     redis_url = args.redis_url
@@ -102,8 +134,8 @@ def main(argv=None) -> int:
         embedded, redis_url = start_embedded()
         print(f"flowlens: embedded Valkey at {redis_url}", flush=True)
 
-    rt = Runtime([symbol], make_source, redis_url=redis_url, ingest=not args.no_ingest, tick=tick,
-                 update_ms=args.update_ms, lease_ttl_ms=args.lease_ttl_ms,
+    rt = Runtime(symbols, make_source, redis_url=redis_url, ingest=not args.no_ingest, tick=tick,
+                 source_note=note, update_ms=args.update_ms, lease_ttl_ms=args.lease_ttl_ms,
                  lease_renew_ms=max(100, args.lease_ttl_ms // 3))
 
     def app():
@@ -135,7 +167,12 @@ def main(argv=None) -> int:
         loop.add_signal_handler(sig, on_signal)
 
     server.start()
-    role = "pages + API only (--no-ingest)" if args.no_ingest else f"{recording.describe()} · {symbol} tick {tick:g}"
+    if args.no_ingest:
+        role = "pages + API only (--no-ingest)"
+    elif args.live:
+        role = f"LIVE {args.market} {','.join(symbols)}" + (f" via {args.ws_base}" if args.ws_base else "")
+    else:
+        role = f"{recording.describe()} · {symbol} tick {tick:g}"
     print(f"flowlens: {role} · http://{args.address}:{port}/ (pid {os.getpid()})", flush=True)
     server.io_loop.add_callback(rt.start)
     try:

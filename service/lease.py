@@ -12,6 +12,7 @@ no trade is lost or doubled. Failover time <= ttl_ms + renew_ms.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import socket
@@ -113,6 +114,8 @@ class IngestSupervisor(param.Parameterized):
         last = meta.get("last_trade_id")
         last_id = int(last) if last else None
         source = self.make_source(last_id)
+        if inspect.isawaitable(source):
+            source = await source
         self.ingest = self.make_ingest(source)
         if last_id is not None:
             self.ingest.skip_through_id = last_id

@@ -26,7 +26,9 @@ class Runtime(param.Parameterized):
 
     redis_url = param.String(doc="Redis URL (redis://, rediss://, with password if any).")
     ingest = param.Boolean(default=True, doc="Take part in ingest (through the lease); False for --no-ingest.")
-    tick = param.Number(default=0.01, bounds=(0, None), inclusive_bounds=(False, True), doc="Tick of the replayed symbol.")
+    tick = param.Number(default=0.01, bounds=(0, None), inclusive_bounds=(False, True), allow_None=True,
+                        doc="Tick of the symbols; None lets the ingest service infer it from the prices.")
+    source_note = param.String(default="", doc="Why the source is what it is (e.g. the live fallback's reason).")
     update_ms = param.Integer(default=250, bounds=(50, 5000), doc="Update period; shared results are keyed on it.")
     lease_ttl_ms = param.Integer(default=6000, bounds=(500, 120_000), doc="Ingest lease lifetime (ms).")
     lease_renew_ms = param.Integer(default=2000, bounds=(100, 60_000), doc="Ingest lease renewal period (ms).")
@@ -67,12 +69,18 @@ class Runtime(param.Parameterized):
                 lease = IngestLease(self.store.r, sym, ttl_ms=self.lease_ttl_ms)
                 sup = IngestSupervisor(
                     lease, self.store, lambda last_id, s=sym: self.make_source(s, last_id),
-                    lambda source, s=sym: IngestService(source, self.store, symbol=s, tick=self.tick),
+                    lambda source, s=sym: self._make_ingest(source, s),
                     renew_ms=self.lease_renew_ms,
                 )
                 sup.start()
                 self.supervisors.append(sup)
         self._tasks.append(asyncio.ensure_future(refresh_loop(self)))
+
+    def _make_ingest(self, source, symbol: str) -> IngestService:
+        ing = IngestService(source, self.store, symbol=symbol, tick=self.tick, source_note=self.source_note)
+        if hasattr(source, "ingest"):
+            source.ingest = ing  # the live source hands its liquidations to this service
+        return ing
 
     async def stop(self) -> None:
         for t in self._tasks:

@@ -20,11 +20,13 @@ import collections
 import logging
 import time
 
+import orjson
 import param
 import redis.exceptions
 
 from compute.batch import TradeBatch
 from compute.candles import CandleAccumulator
+from compute.grid import infer_tick
 
 from .redis_store import RedisStore
 
@@ -42,8 +44,9 @@ class IngestService(param.Parameterized):
     """
 
     symbol = param.String(default="BTCUSDT", doc="Exchange symbol, upper case.")
-    tick = param.Number(default=0.01, bounds=(0, None), inclusive_bounds=(False, True),
-                        doc="Tick size of the symbol in quote currency.")
+    tick = param.Number(default=0.01, bounds=(0, None), inclusive_bounds=(False, True), allow_None=True,
+                        doc="Tick size of the symbol in quote currency; None infers it from the prices "
+                            "(the coarsest 10**-d every price so far is a multiple of, only ever refined).")
     interval_ms = param.Integer(default=60_000, bounds=(1000, None), doc="Candle interval kept in Redis (ms).")
     max_buffer_trades = param.Integer(default=2_000_000, bounds=(1000, None),
                                       doc="Trades held in memory while Redis is down before the oldest are dropped.")
@@ -56,9 +59,13 @@ class IngestService(param.Parameterized):
     skip_through_id = param.Integer(default=None, allow_None=True,
                                     doc="Trades with an id <= this are already in Redis and are dropped (resume after failover).")
 
+    source_note = param.String(default="", doc="Appended to the source description (e.g. why it is a replay).")
+
     def __init__(self, source, store: RedisStore, **params):
         super().__init__(**params)
         self.source = source
+        #: liquidations waiting to be written (DataFrames); the source's owner puts them here
+        self.liquidations: collections.deque = collections.deque()
         self.store = store
         self._candles = CandleAccumulator(self.interval_ms)
         self._pending: collections.deque = collections.deque()
@@ -66,6 +73,7 @@ class IngestService(param.Parameterized):
         self._rate: collections.deque = collections.deque()
         self._task: asyncio.Task | None = None
         self._down_since: float | None = None
+        self._infer_tick = self.tick is None
 
     def seed_candle(self, candle) -> None:
         """Continue the open candle already in Redis (see :meth:`compute.candles.CandleAccumulator.seed`)."""
@@ -77,13 +85,32 @@ class IngestService(param.Parameterized):
         return self._task
 
     async def stop(self) -> None:
-        """Cancel the task and wait for it."""
+        """Cancel the task, wait for it and close the source (when it can be closed)."""
         if self._task is not None:
             self._task.cancel()
             try:
                 await self._task
             except (asyncio.CancelledError, Exception):
                 pass
+        close = getattr(self.source, "aclose", None)
+        if close is not None:
+            try:
+                await close()
+            except Exception:  # noqa: BLE001 - closing must not fail the stop
+                log.exception("closing the source of %s failed", self.symbol)
+
+    def _status_meta(self) -> dict:
+        """Per-stream state of a live source for the page (JSON in ``streams``) and /metrics."""
+        status = getattr(self.source, "status", None)
+        if status is None or not callable(status):
+            return {}
+        st = status()
+        if not hasattr(st, "to_dict"):
+            return {}
+        d = st.to_dict()
+        return {"streams": orjson.dumps([d]).decode(), "reconnects": d.get("reconnects", 0),
+                "gaps_filled": d.get("gaps_filled", 0), "gaps_unfilled": d.get("gaps_unfilled", 0),
+                "lag_ms": d.get("lag_ms") if d.get("lag_ms") is not None else ""}
 
     def _tps(self, n: int) -> float:
         now = time.monotonic()
@@ -132,6 +159,10 @@ class IngestService(param.Parameterized):
                     self.dropped_trades += len(old)
                 log.error("ingest buffer full: dropped %d trades of %s", len(old), self.symbol)
             tps = self._tps(len(batch))
+            if self._infer_tick:
+                t = infer_tick(batch.price)
+                if self.tick is None or t < self.tick:
+                    self.tick = t
             try:
                 if not registered:
                     await self.store.register_symbol(self.symbol)
@@ -145,10 +176,14 @@ class IngestService(param.Parameterized):
                     self.redis_ok = False
 
     async def _flush(self, tps: float) -> None:
+        while self.liquidations:
+            await self.store.append_liquidations(self.symbol, self.liquidations[0])
+            self.liquidations.popleft()
         while self._pending:
             batch, candles = self._pending[0]
+            desc = self.source.describe() + (f" — {self.source_note}" if self.source_note else "")
             meta = {
-                "source": self.source.describe(), "tick": repr(self.tick),
+                "source": desc, "tick": repr(self.tick), **self._status_meta(),
                 "last_trade_time": int(batch.time[-1]), "last_trade_id": int(batch.trade_id[-1]),
                 "tps": f"{tps:.1f}", "heartbeat": int(time.time() * 1000),
                 "trades_written": self.trades_written + len(batch),

@@ -25,6 +25,11 @@ def candles(symbol: str, interval_ms: int = 60_000) -> str:
     return f"{_tag(symbol)}:candles:{int(interval_ms)}"
 
 
+def liquidations(symbol: str) -> str:
+    """Stream of liquidations (Binance forceOrder snapshots), one entry each, id = their time."""
+    return f"{_tag(symbol)}:liquidations"
+
+
 def meta(symbol: str) -> str:
     """Hash of ingest status: source, speed, tick, last trade time/id, trades/s, heartbeat."""
     return f"{_tag(symbol)}:meta"

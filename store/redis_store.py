@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 
+import msgspec
 import numpy as np
 import pandas as pd
 import redis.asyncio as aioredis
@@ -125,6 +126,30 @@ class RedisStore:
             res = await p.execute()
         entry = res[0]
         return entry.decode() if isinstance(entry, bytes) else str(entry)
+
+    async def append_liquidations(self, symbol: str, df: pd.DataFrame) -> int:
+        """Append liquidations (columns of :data:`feeds.decode.LIQUIDATION_COLUMNS`, any subset) to the
+        symbol's liquidation stream, trimmed by time like the trades. Returns how many were written."""
+        if df is None or not len(df):
+            return 0
+        key = keys.liquidations(symbol)
+        async with self.r.pipeline(transaction=True) as p:
+            for rec in df.to_dict(orient="records"):
+                rec = {k: (v.item() if hasattr(v, "item") else v) for k, v in rec.items()}
+                t = int(rec["time"])
+                p.xadd(key, {b"m": msgspec.msgpack.encode(rec)}, id=f"{t}-*",
+                       minid=str(t - self.retention_ms), approximate=True)
+            p.publish(keys.updated(symbol), b"liquidation")
+            await p.execute()
+        return len(df)
+
+    async def liquidations(self, symbol: str, after_id: bytes | str = "-", count: int = 10_000
+                           ) -> tuple[pd.DataFrame, bytes | None]:
+        """Liquidations after stream entry ``after_id`` (exclusive; "-" = all) and the last entry id."""
+        lo = after_id if after_id == "-" else b"(" + (after_id if isinstance(after_id, bytes) else after_id.encode())
+        entries = await self.r.xrange(keys.liquidations(symbol), lo, "+", count=count)
+        rows = [msgspec.msgpack.decode(f[b"m"]) for _, f in entries]
+        return pd.DataFrame(rows), (entries[-1][0] if entries else None)
 
     async def trim_candles(self, symbol: str, before_ms: int, interval_ms: int = 60_000) -> int:
         """Delete candles that open before ``before_ms``; returns how many."""

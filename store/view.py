@@ -55,6 +55,8 @@ class Snapshot:
     redis_ok: bool = True
     stale_since: float | None = None
     redis_rtt_ms: float | None = None
+    #: liquidations kept (Binance forceOrder snapshots; columns of feeds.decode.LIQUIDATION_COLUMNS), or None
+    liquidations: pd.DataFrame | None = None
 
     @property
     def tick(self) -> float:
@@ -87,6 +89,8 @@ class SymbolView:
         self.snapshot = Snapshot(self.symbol, TradeBatch.empty(self.symbol), unpack_candles([]))
         self._chunks: list[TradeBatch] = []
         self._last_id: bytes | str = "0-0"
+        self._liq_id: bytes | str = "-"
+        self._liq: pd.DataFrame | None = None
         self._task: asyncio.Task | None = None
         self._cache: collections.OrderedDict = collections.OrderedDict()
         self._locks: dict = {}
@@ -121,6 +125,10 @@ class SymbolView:
                 rtt = await self.store.ping() * 1000
                 batch, last = await self.store.read_after(self.symbol, self._last_id, block_ms=500)
                 meta = await self.store.meta(self.symbol)
+                liq, liq_last = await self.store.liquidations(self.symbol, self._liq_id)
+                if len(liq):
+                    self._liq_id = liq_last
+                    self._liq = liq if self._liq is None else pd.concat([self._liq, liq], ignore_index=True).tail(5000)
                 candles = self.snapshot.candles
                 if len(batch):
                     self._last_id = last
@@ -134,8 +142,8 @@ class SymbolView:
                     self._append(batch)
                 self.snapshot = Snapshot(
                     self.symbol, self._trades(), candles, meta,
-                    self.snapshot.version + (1 if len(batch) else 0), True, None,
-                    rtt,
+                    self.snapshot.version + (1 if len(batch) or len(liq) else 0), True, None,
+                    rtt, self._liq,
                 )
                 backoff = 0.2
             except asyncio.CancelledError:
@@ -145,7 +153,7 @@ class SymbolView:
                 if s.redis_ok:
                     log.warning("Redis unreachable for %s view: %s", self.symbol, type(e).__name__)
                 self.snapshot = Snapshot(s.symbol, s.trades, s.candles, s.meta, s.version, False,
-                                         s.stale_since or time.time(), None)
+                                         s.stale_since or time.time(), None, s.liquidations)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
 

@@ -37,7 +37,7 @@ def served(*args: str, timeout: float = 60.0, env: dict | None = None):
     e.update(env or {})
     t0 = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "serve.py"), "--port", str(port), *args],
+        [sys.executable, str(ROOT / "serve.py"), "--port", str(port), *(args if "--source" in args else ("--source", "replay", *args))],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=e,
     )
     lines = []
@@ -84,8 +84,12 @@ JS_STATE = """() => {
     const lab = d.get_model_by_name('poc_label');
     const vah = d.get_model_by_name('vah_label');
     const val = d.get_model_by_name('val_label');
+    // Labels read like "POC 45,135.00 | Vol 1.2M | Δ +15K" and "VAH 45,150.00 (70 %)" (issue 6);
+    // *_label keeps the short form "POC 45135.00" / "VAH 45150.00", *_text the full label.
+    const short = (m) => m ? m.text.split(' | ')[0].replace(/ \\([^)]*%\\)$/, '').replace(/,/g, '') : null;
     return {candles: c.data.t.length, rows: p ? p.data.y.length : 0,
-            poc_label: lab ? lab.text : null, vah_label: vah ? vah.text : null, val_label: val ? val.text : null,
+            poc_label: short(lab), vah_label: short(vah), val_label: short(val),
+            poc_text: lab ? lab.text : null, vah_text: vah ? vah.text : null, val_text: val ? val.text : null,
             poc_visible: lab ? lab.visible : false};
   }
   return null;

@@ -32,6 +32,7 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 def spawn(redis_url: str, *args: str) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "PROMETHEUS_MULTIPROC_DIR")}
+    args = args if "--source" in args else ("--source", "replay", *args)
     p = subprocess.Popen([sys.executable, str(ROOT / "serve.py"), "--port", str(port), "--redis-url", redis_url, *args],
                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     return p, port
