@@ -65,7 +65,6 @@ CLI: ``python -m feeds local-server --port 0 --data FILE`` prints the base URLs.
 from __future__ import annotations
 
 import asyncio
-import csv
 import datetime as dt
 import gzip
 import hashlib
@@ -113,6 +112,7 @@ SPOT_MICROS_FROM = dt.date(2025, 1, 1)
 
 LIQUIDATION_MODE = "synthetic_liquidations_at_real_trades"
 
+_VISION_ZIPS: dict[tuple, bytes] = {}  # built archives, shared by server instances (same data -> same bytes)
 _EVENT_RE = re.compile(rb'"e"\s*:\s*"(aggTrade|trade|forceOrder)"')
 _SYM_FROM_NAME = re.compile(r"^([A-Z0-9_]+)-(aggTrades|trades)-")
 
@@ -174,6 +174,13 @@ class TradeTable:
 
     def __len__(self) -> int:
         return len(self.a)
+
+    def take(self, index) -> TradeTable:
+        """Rows selected by slice, mask or sorted index array (liquidations kept only if all rows are)."""
+        sub = {k: getattr(self, k)[index] for k in ("a", "f", "l", "T", "E", "m", "p", "q")}
+        return TradeTable(self.market, self.symbol, **sub, M=None if self.M is None else self.M[index],
+                          raw=None if self.raw is None else self.raw[index],
+                          liq=list(self.liq) if len(sub["a"]) == len(self) else [], sources=list(self.sources))
 
     def days(self) -> list[dt.date]:
         """UTC dates that hold at least one trade."""
@@ -472,6 +479,9 @@ class Faults(param.Parameterized):
     vision_cut_after_bytes = param.Integer(0, bounds=(0, None), doc=(
         "Cut the next vision_cut_next zip downloads after this many body bytes (0: off)."))
     vision_cut_next = param.Integer(0, bounds=(-1, None), doc="How many zip downloads to cut; -1: all.")
+    vision_fail_next = param.Integer(0, bounds=(-1, None), doc=(
+        "The next K data.binance.vision requests answer vision_fail_status with Retry-After; -1: all."))
+    vision_fail_status = param.Integer(503, bounds=(400, 599), doc="Status of injected vision failures.")
 
     def reset(self) -> None:
         """Turn every fault off (defaults)."""
@@ -694,7 +704,8 @@ class _SymbolFeed:
                     continue
                 now = self.sched_now()
                 sent = 0
-                while not self._done() and sent < 512 and self.sched_of(self.v) <= now:
+                chunk = min(512, srv.fast_backlog) if fast else 512
+                while not self._done() and sent < chunk and self.sched_of(self.v) <= now:
                     self._publish_event(self.v)
                     self.v += 1
                     sent += 1
@@ -1500,29 +1511,43 @@ class LocalBinance(param.Parameterized):
         sel = np.nonzero((tab.T >= t0) & (tab.T < t1))[0]
         if not len(sel):
             return None
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
+        gkey = (tuple(tab.sources), len(tab), int(tab.a[0]), int(tab.a[-1]), market, symbol, period)
+        if gkey in _VISION_ZIPS:
+            self._vision_cache[key] = _VISION_ZIPS[gkey]
+            return _VISION_ZIPS[gkey]
+        a, p, q, f, l_ = tab.a[sel].tolist(), tab.p[sel].tolist(), tab.q[sel].tolist(), tab.f[sel].tolist(), \
+            tab.l[sel].tolist()
         if market == "spot":
             mult = 1000 if d0 >= SPOT_MICROS_FROM else 1
-            M = tab.M if tab.M is not None else np.ones(len(tab), bool)
-            for i in sel:
-                w.writerow((int(tab.a[i]), tab.p[i], tab.q[i], int(tab.f[i]), int(tab.l[i]), int(tab.T[i]) * mult,
-                            "True" if tab.m[i] else "False", "True" if M[i] else "False"))
+            T = (tab.T[sel] * mult).tolist()
+            m = ["True" if x else "False" for x in tab.m[sel].tolist()]
+            M = ["True" if x else "False" for x in (tab.M[sel] if tab.M is not None else np.ones(len(sel), bool))]
+            rows = [f"{r[0]},{r[1]},{r[2]},{r[3]},{r[4]},{r[5]},{r[6]},{r[7]}\n"
+                    for r in zip(a, p, q, f, l_, T, m, M, strict=True)]
+            text = "".join(rows)
         else:
-            buf.write(VISION_FUTURES_HEADER + "\n")
-            for i in sel:
-                w.writerow((int(tab.a[i]), tab.p[i], tab.q[i], int(tab.f[i]), int(tab.l[i]), int(tab.T[i]),
-                            "true" if tab.m[i] else "false"))
+            T = tab.T[sel].tolist()
+            m = ["true" if x else "false" for x in tab.m[sel].tolist()]
+            rows = [f"{r[0]},{r[1]},{r[2]},{r[3]},{r[4]},{r[5]},{r[6]}\n" for r in zip(a, p, q, f, l_, T, m, strict=True)]
+            text = VISION_FUTURES_HEADER + "\n" + "".join(rows)
         zbuf = io.BytesIO()
         with zipfile.ZipFile(zbuf, "w", zipfile.ZIP_DEFLATED) as zf:
             info = zipfile.ZipInfo(name + ".csv", date_time=(d0.year, d0.month, d0.day, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, buf.getvalue())
+            zf.writestr(info, text, compresslevel=1)
         data = zbuf.getvalue()
         self._vision_cache[key] = data
+        _VISION_ZIPS[gkey] = data
         return data
 
     async def _vision(self, request: web.Request) -> web.StreamResponse:
+        fl = self.faults
+        if fl.vision_fail_next:
+            if fl.vision_fail_next > 0:
+                fl.vision_fail_next -= 1
+            self._log(request, fl.vision_fail_status)
+            return web.Response(status=fl.vision_fail_status, text="Service Unavailable",
+                                headers={"Retry-After": str(fl.rest_retry_after)})
         m = self._VISION_RE.match(request.path)
         data = None
         if m and m.group(3) == m.group(4):
@@ -1540,7 +1565,6 @@ class LocalBinance(param.Parameterized):
         if m.group(6):  # CHECKSUM
             self._log(request, 200)
             return web.Response(text=f"{hashlib.sha256(data).hexdigest()}  {zname}\n", content_type="text/plain")
-        fl = self.faults
         if zname in fl.vision_corrupt_files:
             b = bytearray(data)
             b[len(b) // 2] ^= 0xFF
