@@ -225,7 +225,8 @@ def compact_dir(day_dir: Path, before_ms: int | None = None, fsync: bool = True)
     """Merge the ``part-*.parquet`` files of one symbol-day folder flushed before ``before_ms`` (all if None).
 
     Writes ``rec-<first flush ms>-<last flush ms>.parquet`` atomically, then deletes the
-    parts (a crash in between leaves rows twice, which the readers drop). Trades are
+    parts (a crash in between leaves rows twice, which the readers drop); a single part
+    is just renamed. Trades are
     de-duplicated by ``agg_trade_id`` and sorted; liquidations drop repeated rows.
     Returns the new file, or None when there was nothing to merge.
     """
@@ -237,8 +238,12 @@ def compact_dir(day_dir: Path, before_ms: int | None = None, fsync: bool = True)
             continue
         if before_ms is None or ms < before_ms:
             parts.append((ms, p))
-    if len(parts) < 2:
+    if not parts:
         return None
+    out = Path(day_dir) / f"rec-{parts[0][0]:013d}-{parts[-1][0]:013d}.parquet"
+    if len(parts) == 1:  # nothing to merge: give it its final name
+        os.replace(parts[0][1], out)
+        return out
     tables = [pq.read_table(p) for _, p in parts]
     t = pa.concat_tables(tables, promote_options="default")
     df = t.to_pandas()
@@ -248,7 +253,6 @@ def compact_dir(day_dir: Path, before_ms: int | None = None, fsync: bool = True)
     else:
         df = df.drop_duplicates().sort_values("time", kind="stable")
         schema = LIQUIDATIONS_SCHEMA
-    out = Path(day_dir) / f"rec-{parts[0][0]:013d}-{parts[-1][0]:013d}.parquet"
     write_parquet_atomic(pa.Table.from_pandas(df, schema=schema, preserve_index=False), out, fsync=fsync)
     if fsync:
         _fsync_dir(Path(day_dir))
@@ -442,32 +446,6 @@ class RecordingSink:
 
 
 # ----------------------------------------------------------------------------- the recorder
-def _stream_client_class():
-    """The project's WebSocket client, with a raw-frame tee (one client for the whole project)."""
-    from .binance_ws import BinanceStreamClient
-
-    class _TeeStreamClient(BinanceStreamClient):
-        """BinanceStreamClient that also hands every received frame to ``on_raw(recv_ms, frame)``."""
-
-        def __init__(self, on_raw, **params):
-            super().__init__(**params)
-            self._on_raw = on_raw
-
-        async def _read(self, conn):
-            dec = conn.decoder
-            orig = dec.feed
-            cb = self._on_raw
-
-            def tee(frame, _orig=orig, _cb=cb):
-                _cb(time.time_ns() // 1_000_000, frame)
-                return _orig(frame)
-
-            dec.feed = tee
-            return await super()._read(conn)
-
-    return BinanceStreamClient, _TeeStreamClient
-
-
 class Recorder(param.Parameterized):
     """Record ``symbols`` of ``market`` into ``out`` until stopped (see module docstring).
 
@@ -508,14 +486,17 @@ class Recorder(param.Parameterized):
 
     async def run(self) -> dict:
         """Record until :meth:`stop`, a signal or ``duration``; return a summary."""
-        base, tee_cls = _stream_client_class()
+        from .binance_ws import BinanceStreamClient  # the project's one WebSocket client
+
         syms = [s.upper() for s in self.symbols]
-        params = dict(market=self.market, symbols=syms, liquidations=self.liquidations, ws_base=self.ws_base,
-                      rest_base=self.rest_base, **self.client_params)
-        if "on_frame" in base.param:  # an official raw-frame hook, if the client grows one
-            client = base(on_frame=lambda frame: self.sink.add_raw(time.time_ns() // 1_000_000, frame), **params)
-        else:
-            client = tee_cls(self.sink.add_raw, **params)
+        add_raw = self.sink.add_raw
+
+        def on_frame(frame, _add=add_raw):  # every frame as received, before decoding
+            _add(time.time_ns() // 1_000_000, frame)
+
+        client = BinanceStreamClient(market=self.market, symbols=syms, liquidations=self.liquidations,
+                                     ws_base=self.ws_base, rest_base=self.rest_base, on_frame=on_frame,
+                                     **self.client_params)
         self.client = client
         loop = asyncio.get_running_loop()
         installed = []
@@ -557,6 +538,7 @@ class Recorder(param.Parameterized):
             await client.stop()  # flushes its buffers into the events queue, then ends it
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(consumer, 10)
+            events.close()
             self.sink.close(status)
             for sig in installed:
                 loop.remove_signal_handler(sig)
