@@ -1,0 +1,96 @@
+"""serve.py against Binance's protocol on loopback (the local server replaying real recorded trades),
+and the visible fallback to the bundled replay when Binance cannot be reached."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+from browser import free_port, served
+
+from feeds.localbinance import LocalBinance
+from feeds.readers import read_trades
+from store.redis_store import RedisStore, connect
+
+
+def _get(url):
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def test_live_source_fills_redis_with_every_id_once_and_says_live(shared_dir):
+    from store.embedded import start_embedded
+
+    recording = shared_dir / "ws-raw-usdm-btcusdt-2024-08-08.hftbacktest.txt.gz"  # 21,313 real trades, 6 min
+    srv = LocalBinance.start_in_thread(data=[str(recording)], speed=0, liquidation_every_s=2.0)
+    redis_server, redis_url = start_embedded()
+    try:
+        with served("--source", "live", "--ws-base", srv.ws_base, "--rest-base", srv.rest_base,
+                    "--redis-url", redis_url) as (url, proc, t0):
+            assert any("LIVE usdm BTCUSDT" in line for line in proc.output_lines)
+
+            async def ids():
+                c = connect(redis_url)
+                try:
+                    b, _ = await RedisStore(c).read_range("BTCUSDT")
+                    liq, _ = await RedisStore(c).liquidations("BTCUSDT")
+                    return b.trade_id, liq
+                finally:
+                    await c.aclose()
+
+            deadline = time.monotonic() + 60
+            want = read_trades(recording).trade_id
+            got = np.empty(0)
+            while time.monotonic() < deadline:
+                got, liq = asyncio.run(ids())
+                if len(got) and got[-1] == want[-1]:
+                    break
+                time.sleep(0.5)
+            # a live feed starts at the first id it sees; from there every id arrives once, in order
+            assert len(got) > 1000 and got[-1] == want[-1]
+            np.testing.assert_array_equal(got, want[np.searchsorted(want, got[0]):])
+            assert len(liq) > 0 and set(liq["side"]) <= {"BUY", "SELL"}
+            health = _get(url + "health")
+            assert health["BTCUSDT"]["source"].startswith("LIVE usdm BTCUSDT")
+            code_liq = _get(url + "api/v1/liquidations?symbol=BTCUSDT")
+            assert code_liq["liquidations"]
+    finally:
+        srv.stop()
+        redis_server.stop()
+
+
+def test_unreachable_binance_falls_back_to_the_replay_and_says_why():
+    dead = free_port()  # nothing listens here
+    with served("--source", "live", "--ws-base", f"ws://127.0.0.1:{dead}", "--rest-base",
+                f"http://127.0.0.1:{dead}") as (url, proc, t0):
+        started = time.monotonic() - t0
+        lines = "".join(proc.output_lines)
+        fallback = [ln for ln in proc.output_lines if "unreachable" in ln]
+        assert len(fallback) == 1 and "replaying the bundled recording" in fallback[0], lines
+        assert "REPLAY BTCUSDT-trades-2020-02-22" in lines
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            h = _get(url + "health")
+            if h.get("BTCUSDT", {}).get("source"):
+                break
+            time.sleep(0.3)
+        src = h["BTCUSDT"]["source"]
+        assert src.startswith("REPLAY") and "Binance unreachable at start-up" in src
+        print(f"\nfallback to the replay: serving {started:.1f} s after start")
+        assert started < 30, f"fallback took {started:.1f} s"
+
+
+@pytest.mark.parametrize("argv", [["--source", "bogus"], ["--source", "live:x"], ["--symbols", "BTC/USDT"],
+                                  ["--speed", "0"], ["--no-ingest"], ["--num-procs", "0"]])
+def test_bad_command_lines_give_a_clear_error(argv):
+    import subprocess
+    import sys
+
+    from browser import ROOT
+
+    r = subprocess.run([sys.executable, str(ROOT / "serve.py"), *argv], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "error:" in r.stderr and "Traceback" not in r.stderr
