@@ -28,6 +28,7 @@ from compute.heatmap import heatmap
 from compute.levels import developing_levels
 from compute.profile import volume_profile
 from compute.split import split_profile
+from compute.store import ProfileStore
 from compute.timeweighted import recency_profile, tpo_profile
 
 from .cache import SharedCache, quantize
@@ -91,6 +92,8 @@ class SymbolView:
         self._last_id: bytes | str = "0-0"
         self._liq_id: bytes | str = "-"
         self._liq: pd.DataFrame | None = None
+        #: incremental per-bucket, per-tick aggregates of the trades held (answers the profile kinds)
+        self.pstore: ProfileStore | None = None
         self._task: asyncio.Task | None = None
         self._cache: collections.OrderedDict = collections.OrderedDict()
         self._locks: dict = {}
@@ -139,7 +142,7 @@ class SymbolView:
                         times = list(range(lo, int(batch.time[-1]) + 1, self.interval_ms))
                         fresh = await self.store.candles_at(self.symbol, times, self.interval_ms)
                     candles = self._merge_candles(candles, fresh)
-                    self._append(batch)
+                    self._append(batch, float(meta.get("tick", 0.01)))
                 self.snapshot = Snapshot(
                     self.symbol, self._trades(), candles, meta,
                     self.snapshot.version + (1 if len(batch) or len(liq) else 0), True, None,
@@ -170,7 +173,13 @@ class SymbolView:
             out = out[out["time"] >= cut].reset_index(drop=True)
         return out
 
-    def _append(self, batch: TradeBatch) -> None:
+    def _append(self, batch: TradeBatch, tick: float) -> None:
+        if self.pstore is None or self.pstore.tick != tick:  # first data, or the tick became known finer
+            self.pstore = ProfileStore(tick, symbol=self.symbol)
+            old = self._trades() if self._chunks else None
+            if old is not None and len(old):
+                self.pstore.update(old)
+        self.pstore.update(batch)
         self._chunks.append(batch)
         if len(self._chunks) > 64:
             self._chunks = [self._trades()]
@@ -180,8 +189,11 @@ class SymbolView:
             self._chunks = [TradeBatch.concat(self._chunks, self.symbol)]
         t = self._chunks[0]
         if len(t) and t.time[-1] - t.time[0] > self.retention_ms * 1.1:
-            t = t.time_slice(int(t.time[-1]) - self.retention_ms, None)
+            cut = int(t.time[-1]) - self.retention_ms
+            t = t.time_slice(cut, None)
             self._chunks = [t]
+            if self.pstore is not None:
+                self.pstore.trim(cut // self.pstore.bucket_ms * self.pstore.bucket_ms)
         return t
 
     # -- shared computations ----------------------------------------------------------
@@ -216,7 +228,12 @@ class SymbolView:
                     self.cache_hits += 1
                     return self._cache[key]
             trades = snap.trades.time_slice(start, end)
-            result = func(trades, snap.tick, int(start), int(end), **params) if len(trades) else None
+            if not len(trades):
+                result = None
+            elif kind in STORE_KINDS and self.pstore is not None and self.pstore.tick == snap.tick:
+                result = self._from_store(kind, int(start), int(end), params)
+            else:
+                result = func(trades, snap.tick, int(start), int(end), **params)
             with self._lock:
                 self.computations += 1
                 self._cache[key] = result
@@ -224,6 +241,17 @@ class SymbolView:
                 while len(self._cache) > 256:
                     self._cache.popitem(last=False)
             return result
+
+    def _from_store(self, kind: str, start: int, end: int, params: dict):
+        """Answer a profile kind from the incremental :class:`compute.store.ProfileStore` (identical results)."""
+        p = dict(params)
+        if "value_area_method" in p:
+            p["method"] = p.pop("value_area_method")
+        if kind == "developing":
+            return self.pstore.developing(start, end, **p)
+        if "block_ms" in p:
+            p["tpo_block_ms"] = p.pop("block_ms")
+        return self.pstore.profile(start, end, kind=kind, **p)
 
     async def compute_async(self, kind: str, start: int, end: int, snapshot: Snapshot | None = None, **params):
         """Like :meth:`compute`, but shared by every process through Redis (:class:`store.cache.SharedCache`).
@@ -284,6 +312,9 @@ def _with_range(func):
 def _heatmap(trades, tick, start, end, **params):
     return heatmap(trades, start=start, end=end, **params)
 
+
+#: Kinds the ProfileStore answers without reading the raw trades of the range's interior.
+STORE_KINDS = frozenset({"volume", "recency", "tpo", "split", "developing"})
 
 #: Every result kind a session can ask the view for: name -> f(trades, tick, start, end, **params).
 KINDS = {

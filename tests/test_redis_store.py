@@ -191,7 +191,20 @@ async def test_view_computes_every_kind_like_compute(store, first_hour, kind, pa
         await asyncio.sleep(0.05)
     await view.stop()
     start, end = int(first_hour.time[0]) + 300_000, int(first_hour.time[0]) + 2_400_000
-    got = view.compute(kind, start, end, **params)
+    assert view.pstore is not None and len(view.pstore) == len(first_hour)  # the incremental store is fed
+    from store.view import STORE_KINDS
+
+    if kind in STORE_KINDS:  # ... and it, not the raw trades, answers: poison the raw path to prove it
+        import store.view as sv
+
+        real = sv.KINDS[kind]
+        sv.KINDS[kind] = lambda *a, **k: (_ for _ in ()).throw(AssertionError("raw path used"))
+        try:
+            got = view.compute(kind, start, end, **params)
+        finally:
+            sv.KINDS[kind] = real
+    else:
+        got = view.compute(kind, start, end, **params)
     want = KINDS[kind](first_hour, 0.01, start, end, **params)
     assert got.to_dict() == want.to_dict()
     assert view.compute(kind, start, end, **params) is got  # computed once per key
