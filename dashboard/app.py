@@ -1,11 +1,20 @@
 """The flowlens page: one :class:`Dashboard` per browser session.
 
-A session reads only the process's :class:`store.view.SymbolView` snapshot
-(itself a mirror of Redis) on its own periodic callback (default 250 ms),
-never once per trade. Each callback streams/patches the candles, asks the view
-for the VPVR of the visible range (computed once per process for every session
-on the same range and data version) and redraws the profile, lines, labels and
-the status line.
+Data flows one way. A session reads only the process's
+:class:`store.view.SymbolView` snapshot (a mirror of Redis) on its own periodic
+callback (period :attr:`DashboardSettings.update_ms`, default 250 ms), never once
+per trade and never from a feed. Everything heavy is asked of the view
+(``view.compute(kind, start, end, ...)``: profile, developing levels, heat-map,
+footprint), which computes each result once per process for all sessions; the
+small transforms for display are memoised per process too
+(:func:`dashboard.data.shared`). A session only turns shared results into
+``stream``/``patch``/column updates of its own Bokeh sources, inside
+``pn.io.hold()`` so each refresh is one websocket message, and only when the
+data version, a setting or the visible range changed.
+
+Entry point for ``serve.py``: ``page, dash = create_page(registry, DashboardSettings(...))``.
+URL query values (see :mod:`dashboard.settings`) override the settings given,
+after validation; refused values are listed in a visible message.
 """
 
 from __future__ import annotations
@@ -13,193 +22,683 @@ from __future__ import annotations
 import html
 import logging
 import time
+import urllib.parse
 
+import numpy as np
 import panel as pn
 import param
+from bokeh.events import Reset, Tap
 
 from compute.grid import auto_row_size
 
 from . import fmt
 from .chart import PriceChart
+from .data import derived, liquidations_view, resample_candles, shared, tape_rows
+from .footprint import FootprintChart, footprint_columns
+from .panels import liquidations_html, tape_html
+from .profile_layer import ProfileLayer, profile_columns
+from .settings import (
+    FOOTPRINT_MODES,
+    INTERVALS,
+    MAX_PROFILE_ROWS,
+    MODES,
+    DashboardSettings,
+    parse_query,
+    query_of,
+)
+from .status import status_html
 from .theme import THEMES
 
 log = logging.getLogger(__name__)
 
+#: Profile rows aimed at when the row size is automatic (chart view / footprint view).
+AUTO_ROWS_CHART, AUTO_ROWS_FOOTPRINT = 120, 28
+#: Most candles the footprint view computes at once (panned or fixed windows are cut to the last ones).
+MAX_FOOTPRINT_CANDLES = 60
+#: Heat-map grid: time bins per candle and the most bins on each axis.
+HEAT_BINS_PER_CANDLE, HEAT_MAX_COLS, HEAT_MAX_ROWS = 1, 480, 160
 
-class DashboardSettings(param.Parameterized):
-    """What a viewer can change; every control of the page is one of these parameters."""
+_KINDS = {"buysell": "volume", "delta": "volume", "heatmap": "volume", "recency": "recency", "tpo": "tpo",
+          "split": "split"}
 
-    symbol = param.String(default="BTCUSDT", doc="Symbol shown (one of the ingested set).")
-    window_minutes = param.Integer(default=120, bounds=(5, 2880), doc="Time range shown while following the live edge (minutes).")
-    row_ticks = param.Integer(default=0, bounds=(0, 1_000_000), doc="Ticks per profile row; 0 picks the row size automatically (about 120 rows).")
-    value_area = param.Number(default=0.7, bounds=(0.5, 0.95), step=0.01, doc="Share of the range's volume in the value area.")
-    update_ms = param.Integer(default=250, bounds=(50, 5000), doc="Period of this session's refresh callback (ms).")
-    follow = param.Boolean(default=True, doc="Follow the live edge; panning or zooming the chart turns it off.")
-    theme = param.Selector(default="dark", objects=["dark", "light"], doc="Colour theme.")
+CSS = """
+:host { --fl-text: %(text)s; --fl-muted: %(muted)s; --fl-grid: %(grid)s; --fl-bg: %(bg)s; --fl-panel: %(panel)s; }
+.fl-status, .fl-summary { font: 12px/1.5 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; color: var(--fl-text); }
+.fl-badge { padding: 1px 6px; border-radius: 3px; font-weight: 700; letter-spacing: .04em; }
+.fl-why, .fl-muted { color: var(--fl-muted); }
+.fl-stream { white-space: nowrap; }
+.fl-message { background: #4a1d1d; color: #ffd7d7; border-left: 3px solid #ef5350; padding: 6px 10px;
+  font: 12px/1.5 ui-monospace, monospace; border-radius: 3px; }
+.fl-message ul { margin: 2px 0 0 16px; padding: 0; }
+.fl-panel-title { font: 600 12px/1.8 system-ui, sans-serif; color: var(--fl-text); border-bottom: 1px solid var(--fl-grid); }
+.fl-table { width: 100%%; border-collapse: collapse; font: 11px/1.45 ui-monospace, Menlo, Consolas, monospace; }
+.fl-table th { color: var(--fl-muted); font-weight: 400; text-align: left; position: sticky; top: 0; background: var(--fl-bg); }
+.fl-table td, .fl-table th { padding: 0 4px; white-space: nowrap; }
+.fl-table .r { text-align: right; } .fl-table .c { text-align: center; }
+.fl-note { color: var(--fl-muted); font: 11px/1.4 system-ui, sans-serif; margin-top: 4px; }
+.fl-embed pre { white-space: pre-wrap; word-break: break-all; background: var(--fl-bg); color: var(--fl-text);
+  padding: 6px; border-radius: 3px; font-size: 11px; }
+.fl-embed { font: 12px/1.45 system-ui, sans-serif; color: var(--fl-text); }
+.fl-embed code { color: %(warn)s; }
+"""
+
+
+def css_for(theme: str) -> str:
+    return CSS % THEMES[theme]
+
+
+def known_symbols(registry) -> list[str]:
+    """The ingested symbols this process can show.
+
+    Uses ``registry.symbols`` / ``registry.known_symbols()`` when the registry offers
+    them, else the views that are running (started by serve.py) or hold ingest status.
+    """
+    for attr in ("known_symbols", "symbols"):
+        v = getattr(registry, attr, None)
+        if callable(v):
+            try:
+                v = v()
+            except Exception:  # noqa: BLE001 - a failing optional hook must not break the page
+                v = None
+        if isinstance(v, list | tuple | set | frozenset) and v:
+            return sorted({str(s).upper() for s in v})
+    views = getattr(registry, "views", {}) or {}
+    return sorted(s for s, v in views.items() if getattr(v, "_task", None) is not None or v.snapshot.meta)
+
+
+def _messages_html(messages: list[str]) -> str:
+    items = "".join(f"<li>{html.escape(m)}</li>" for m in messages)
+    return f'<div class="fl-message" role="alert">Some URL values were not used:<ul>{items}</ul></div>'
 
 
 class Dashboard(param.Parameterized):
-    """One session's page: chart, profile and status, refreshed from a :class:`store.view.ViewRegistry`."""
+    """One session's page: chart or footprint, profile, tape, liquidations and status.
 
-    settings = param.ClassSelector(class_=DashboardSettings)
+    Parameters
+    ----------
+    registry : store.view.ViewRegistry
+        The process's views (``registry.get(symbol)`` -> SymbolView).
+    settings : DashboardSettings
+    symbols : list of str
+        The ingested symbols offered in the symbol control.
+    messages : list of str
+        Plain-text messages to show (e.g. refused URL values); escaped when shown.
+    """
 
-    def __init__(self, registry, interval_ms: int = 60_000, **params):
-        params.setdefault("settings", DashboardSettings())
+    settings = param.ClassSelector(class_=DashboardSettings, doc="What the viewer has chosen.")
+    symbols = param.List(default=[], item_type=str, doc="Ingested symbols offered in the symbol control.")
+
+    def __init__(self, registry, settings: DashboardSettings | None = None, symbols=None, messages=(),
+                 interval_ms: int | None = None, **params):
+        params["settings"] = settings or DashboardSettings()
+        s = params["settings"]
+        params["symbols"] = list(symbols or [s.symbol])
+        if s.symbol not in params["symbols"]:
+            params["symbols"] = sorted({*params["symbols"], s.symbol})
         super().__init__(**params)
+        if interval_ms is not None:
+            for k, v in INTERVALS.items():
+                if v == interval_ms:
+                    s.interval = k
         self.registry = registry
-        self.interval_ms = interval_ms
-        s = self.settings
-        self.chart = PriceChart(interval_ms=interval_ms, theme=s.theme)
+        self.theme = s.theme
         th = THEMES[s.theme]
-        self.status = pn.pane.HTML("connecting…", sizing_mode="stretch_width", name="status",
-                                   styles={"color": th["text"], "font-family": "monospace", "font-size": "12px"})
-        self.summary = pn.pane.HTML("", sizing_mode="stretch_width", name="summary",
-                                    styles={"color": th["text"], "font-family": "monospace", "font-size": "12px"})
+        css = [css_for(s.theme)]
+        self.profile = ProfileLayer(s.theme)
+        self.profile.width = s.max_width
+        self.chart = PriceChart(interval_ms=s.interval_ms, theme=s.theme, profile=self.profile)
+        self.footprint: FootprintChart | None = None
+        self.chart_pane = pn.pane.Bokeh(self.chart.figure, sizing_mode="stretch_both", min_height=300)
+        self.fp_pane: pn.pane.Bokeh | None = None
+        self.view_area = pn.Column(self.chart_pane, sizing_mode="stretch_both", min_height=300)
+        self.messages = list(messages)
+        self.message = pn.pane.HTML(_messages_html(self.messages) if self.messages else "",
+                                    visible=bool(self.messages), sizing_mode="stretch_width", stylesheets=css,
+                                    name="message")
+        self.status = pn.pane.HTML("connecting…", sizing_mode="stretch_width", name="status", stylesheets=css,
+                                   margin=(2, 8))
+        self.summary = pn.pane.HTML("", sizing_mode="stretch_width", name="summary", stylesheets=css, margin=(2, 8))
+        self.tape = pn.pane.HTML("", sizing_mode="stretch_both", name="tape", stylesheets=css,
+                                 styles={"overflow-y": "auto"})
+        self.liqs = pn.pane.HTML("", sizing_mode="stretch_width", name="liquidations", stylesheets=css,
+                                 styles={"overflow-y": "auto", "max-height": "42%"})
+        self._th = th
         self._seen = None
-        self._programmatic = False
-        self._profile_key = None
+        self._side_seen = None
+        self._rev = 0
+        self._set_x: tuple = ()
+        self._ignore_range_until = 0.0
+        self._band: tuple[float, float] | None = None
+        self._last_symbol = s.symbol
+        self._last_tick = None
+        self._last_res = None
+        self.last_labels: dict = {}
+        self.visible_range: tuple[int, int] | None = None
+        self._cb = None
+        self._busy = False
+        self._url_sync = False
         self.chart.x_range.on_change("start", self._on_user_range)
         self.chart.x_range.on_change("end", self._on_user_range)
-        self.settings.param.watch(self._on_settings, ["row_ticks", "value_area", "window_minutes", "follow", "symbol"])
-        self._cb = None
+        self.chart.figure.on_event(Tap, lambda e: self._on_tap(self.chart.x_range, e))
+        self.chart.figure.on_event(Reset, self._on_reset)
+        s.param.watch(self._on_settings, [p for p in s.param if p not in ("name", "update_ms")])
+        s.param.watch(self._on_update_ms, ["update_ms"])
+        self._apply_style()
 
     # -- events ----------------------------------------------------------------------
     def _on_user_range(self, attr, old, new):
-        if not self._programmatic and self.settings.follow:
-            self.settings.follow = False
+        # Range changes made by refresh() arrive here too (after pn.io.hold() releases the
+        # document), so a change to the value the page itself set is not the user's.
+        if new in self._set_x or time.monotonic() < self._ignore_range_until:
+            return
+        s = self.settings
+        if s.follow or s.range_start is not None:
+            s.param.update(follow=False, range_start=None, range_end=None)
+        self._rev += 1
+
+    def _on_reset(self, event):
+        self._ignore_range_until = time.monotonic() + 1.0
+        self.settings.param.update(follow=True, range_start=None, range_end=None)
+        self._rev += 1
+
+    def _on_tap(self, x_range, event) -> None:
+        """A click on a profile row highlights its price band; a click on the highlighted row clears it."""
+        try:
+            x0, x1 = float(x_range.start), float(x_range.end)
+            frac = (float(event.x) - x0) / (x1 - x0)
+            y = float(event.y)
+        except (TypeError, ValueError, ZeroDivisionError):
+            return
+        if frac < 1 - self.settings.max_width - 0.002:
+            return
+        d = self.profile.source.data
+        lo = np.asarray(d["price_low"], dtype=np.float64)
+        hi = np.asarray(d["price_high"], dtype=np.float64)
+        i = np.flatnonzero((lo <= y) & (y < hi))
+        if not len(i):
+            return
+        band = (float(lo[i[0]]), float(hi[i[0]]))
+        self.highlight(None if self._band == band else band)
+
+    def highlight(self, band: tuple[float, float] | None) -> None:
+        """Highlight the price band ``[low, high)`` across the candles and the footprint (None clears)."""
+        self._band = band
+        with pn.io.hold():
+            self.profile.set_highlight(band)
 
     def _on_settings(self, *events):
-        self._seen = None
+        s = self.settings
+        names = {e.name for e in events}
+        self._rev += 1
+        if "follow" in names and s.follow and s.range_start is not None:
+            s.param.update(range_start=None, range_end=None)
+        if "symbol" in names and s.symbol != self._last_symbol:
+            self._last_symbol = s.symbol
+            self._last_tick = None
+            self.highlight(None)
+            self.chart.set_interval(s.interval_ms)
+            self.profile.clear()
+        if "interval" in names:
+            self.chart.set_interval(s.interval_ms)
+        if "view" in names:
+            self._show_view()
+        if "max_width" in names:
+            self.profile.width = s.max_width
+        self._apply_style()
+        if self._url_sync:
+            self._sync_url()
+
+    def _on_update_ms(self, event):
+        if self._cb is not None:
+            self._cb.period = int(event.new)
+        if self._url_sync:
+            self._sync_url()
+
+    def _apply_style(self) -> None:
+        s = self.settings
+        self.chart.set_style(dim=s.dim_candles, show_profile=s.show_profile, developing=s.developing,
+                             heatmap=s.heatmap)
+        self.profile.set_visible(s.show_profile, s.hatch)
+
+    def _sync_url(self) -> None:
+        loc = pn.state.location
+        if loc is None:
+            return
+        q = query_of(self.settings)
+        search = ("?" + urllib.parse.urlencode(q)) if q else ""
+        if loc.search != search:
+            loc.search = search
 
     # -- layout ----------------------------------------------------------------------
+    def _ensure_footprint(self) -> FootprintChart:
+        if self.footprint is None:
+            self.footprint = FootprintChart(self.theme, self.profile, liquidations=self.chart.liquidations)
+            fig = self.footprint.figure
+            fig.on_event(Tap, lambda e: self._on_tap(self.footprint.x_range, e))
+            fig.on_event(Reset, self._on_reset)
+            self.footprint.x_range.on_change("start", self._on_user_range)
+            self.footprint.x_range.on_change("end", self._on_user_range)
+            self.fp_pane = pn.pane.Bokeh(self.footprint.layout, sizing_mode="stretch_both", min_height=400)
+            self._apply_style()
+        return self.footprint
+
+    def _show_view(self) -> None:
+        if self.settings.view == "footprint":
+            self._ensure_footprint()
+            self.view_area.objects = [self.fp_pane]
+        else:
+            self.view_area.objects = [self.chart_pane]
+        self._seen = None
+
     def controls(self) -> pn.Column:
+        """The sidebar: one widget per setting (each bound to its ``param``)."""
         s = self.settings
-        return pn.Column(
-            pn.widgets.TextInput.from_param(s.param.symbol, disabled=True, name="Symbol"),
-            pn.widgets.IntSlider.from_param(s.param.window_minutes, name="Window (min)", end=720),
-            pn.widgets.IntInput.from_param(s.param.row_ticks, name="Ticks per row (0 = auto)"),
-            pn.widgets.FloatSlider.from_param(s.param.value_area, name="Value area"),
-            pn.widgets.Toggle.from_param(s.param.follow, name="Follow live edge", button_type="primary"),
-            pn.widgets.IntInput.from_param(s.param.update_ms, name="Refresh (ms)"),
+        W = pn.widgets
+        pct = W.TextInput(name="Percentile lines (%)", value=", ".join(f"{p * 100:g}" for p in s.percentiles))
+
+        def set_pct(event):
+            try:
+                vals = [float(x) / 100 for x in event.new.replace(";", ",").split(",") if x.strip()]
+                if any(not (0 <= v <= 1) for v in vals) or len(vals) > 9:
+                    raise ValueError
+            except ValueError:
+                self.show_messages([f"percentile lines {event.new[:40]!r} refused: use up to 9 numbers 0-100"])
+                return
+            s.percentiles = vals
+
+        pct.param.watch(set_pct, "value")
+        display = pn.Column(
+            W.Checkbox.from_param(s.param.show_profile, name="Volume profile"),
+            W.Checkbox.from_param(s.param.heatmap, name="Heat-map behind candles"),
+            W.Checkbox.from_param(s.param.developing, name="Developing POC/VAH/VAL"),
+            W.Checkbox.from_param(s.param.hatch, name="Hatch bars (buys /, sells \\)"),
+            W.Checkbox.from_param(s.param.dim_candles, name="Dim candles under profile"),
+            W.FloatSlider.from_param(s.param.max_width, name="Max bar width"),
+            pct,
         )
+        footprint = pn.Column(
+            W.RadioButtonGroup.from_param(s.param.footprint_mode, options={v: k for k, v in FOOTPRINT_MODES.items()},
+                                          name="Cells", button_type="light"),
+            W.IntInput.from_param(s.param.footprint_candles, name="Candles"),
+            W.FloatInput.from_param(s.param.imbalance_ratio, name="Imbalance ratio (x)"),
+            W.IntInput.from_param(s.param.stacked_min, name="Stacked imbalance rows"),
+        )
+        return pn.Column(
+            W.Select.from_param(s.param.symbol, options=self.symbols, name="Symbol"),
+            W.RadioButtonGroup.from_param(s.param.interval, name="Interval", button_type="light"),
+            W.RadioButtonGroup.from_param(s.param.view, name="View", button_type="light"),
+            W.Select.from_param(s.param.mode, options={v: k for k, v in MODES.items()}, name="Profile mode"),
+            W.IntInput.from_param(s.param.row_ticks, name="Ticks per row (0 = auto)"),
+            W.FloatSlider.from_param(s.param.value_area, name="Value area"),
+            W.FloatInput.from_param(s.param.half_life, name="Half-life, s (0 = auto)"),
+            W.Toggle.from_param(s.param.follow, name="Follow live edge", button_type="primary"),
+            W.IntInput.from_param(s.param.window_minutes, name="Window while following (min)"),
+            pn.Card(display, title="Display", collapsed=False, sizing_mode="stretch_width"),
+            pn.Card(footprint, title="Footprint", collapsed=True, sizing_mode="stretch_width"),
+            W.IntInput.from_param(s.param.update_ms, name="Refresh (ms)"),
+            pn.Card(pn.pane.HTML(self.embed_help(), stylesheets=[css_for(self.theme)], sizing_mode="stretch_width"),
+                    title="Embed this chart", collapsed=True, sizing_mode="stretch_width"),
+            sizing_mode="stretch_width",
+        )
+
+    def side(self) -> pn.Column:
+        """Liquidations (with min-notional filter and the Binance note) over the time & sales tape."""
+        s = self.settings
+        W = pn.widgets
+        return pn.Column(
+            W.FloatInput.from_param(s.param.liq_min_notional, name="Min liquidation notional", width=170),
+            self.liqs,
+            W.FloatInput.from_param(s.param.tape_min_size, name="Min trade size (tape)", width=170),
+            self.tape,
+            width=300, sizing_mode="stretch_height", name="side",
+        )
+
+    def embed_help(self) -> str:
+        """What an embedding site needs, as escaped HTML (iframe snippet for the current settings)."""
+        loc = pn.state.location
+        base = "http://localhost:5006/"
+        host = "localhost:5006"
+        if loc is not None and loc.hostname:
+            port = f":{loc.port}" if loc.port else ""
+            host = f"{loc.hostname}{port}"
+            base = f"{loc.protocol or 'http:'}//{host}{loc.pathname or '/'}"
+        q = dict(query_of(self.settings))
+        q["embed"] = "1"
+        src = base + "?" + urllib.parse.urlencode(q)
+        snippet = f'<iframe src="{src}" width="1280" height="720" style="border:0"></iframe>'
+        e = html.escape
+        return (
+            '<div class="fl-embed">'
+            f"<pre>{e(snippet)}</pre>"
+            "<p>The page's websocket only accepts the origins it was told about. Start the server with "
+            f"<code>python serve.py --allow-websocket-origin={e(host)}</code> (the host:port browsers use to reach "
+            "flowlens; it is allowed by default only for the address it binds). For a script embed "
+            "(<code>bokeh.embed.server_document</code>) also add the embedding site's host:port.</p>"
+            "<p>Every control can be set in the URL, e.g. <code>?symbol=ETHUSDT&amp;mode=heatmap&amp;row_ticks=50"
+            "&amp;va=0.7&amp;theme=dark&amp;embed=1&amp;view=footprint</code>. Example page: "
+            "<code>assets/embed-example.html</code>.</p></div>"
+        )
+
+    def show_messages(self, messages: list[str]) -> None:
+        self.messages = (self.messages + list(messages))[-8:]
+        self.message.object = _messages_html(self.messages)
+        self.message.visible = True
 
     def main(self) -> pn.Column:
+        """Status, messages, the active view beside the side panels, and the profile summary."""
+        self._show_view()
         return pn.Column(
-            self.status,
-            pn.pane.Bokeh(self.chart.figure, sizing_mode="stretch_both", min_height=420),
-            self.summary,
-            sizing_mode="stretch_both",
+            self.message, self.status,
+            pn.Row(self.view_area, self.side(), sizing_mode="stretch_both"),
+            self.summary, sizing_mode="stretch_both",
         )
 
+    def embedded(self) -> pn.Column:
+        """Chart only (no template): messages, a status line and the active view."""
+        self._show_view()
+        return pn.Column(self.message, self.status, self.view_area, self.summary, sizing_mode="stretch_both",
+                         styles={"background": self._th["bg"]}, margin=0)
+
     def start(self) -> None:
-        """Start this session's periodic refresh (call inside a served session)."""
-        self._cb = pn.state.add_periodic_callback(self.refresh, period=self.settings.update_ms)
-        self.settings.param.watch(lambda e: setattr(self._cb, "period", e.new), "update_ms")
+        """Start this session's one periodic refresh (call inside a served session).
+
+        It runs in the background: it does not turn the page's busy indicator on at every tick.
+        """
+        from panel.io.callbacks import PeriodicCallback
+
+        self._cb = PeriodicCallback(callback=self.refresh, period=self.settings.update_ms, background=True)
+        self._cb.start()
+        doc = pn.state.curdoc
+        if doc is not None:
+            pn.state._periodic.setdefault(doc, []).append(self._cb)
 
     # -- refresh ---------------------------------------------------------------------
-    def refresh(self) -> None:
-        """Bring this session up to date with the view's current snapshot."""
-        view = self.registry.get(self.settings.symbol)
+    async def refresh(self) -> None:
+        """Bring this session up to date with the view's current snapshot (never raises).
+
+        Runs as the session's periodic callback (Bokeh holds the document lock across
+        its awaits). Shared results come from ``view.compute_async`` (the Redis-backed,
+        cross-process cache) when the view has it, else from ``view.compute``.
+        """
+        if self._busy:
+            return
+        self._busy = True
+        try:
+            await self._refresh()
+        except Exception as e:  # noqa: BLE001 - one bad refresh must not end the session's updates
+            log.exception("dashboard refresh failed")
+            self.status.object = (f'<span class="fl-status" style="color:{self._th["bad"]}">display error: '
+                                  f"{html.escape(type(e).__name__)}: {html.escape(str(e))[:200]}</span>")
+        finally:
+            self._busy = False
+
+    async def _compute(self, view, kind: str, start: int, end: int, snap, **params):
+        fn = getattr(view, "compute_async", None)
+        if fn is not None:
+            return await fn(kind, start, end, snapshot=snap, **params)
+        return view.compute(kind, start, end, snapshot=snap, **params)
+
+    def _range_key(self):
+        s = self.settings
+        if s.follow:
+            return None
+        if s.range_start is not None:
+            return (s.range_start, s.range_end)
+        xr = self.footprint.x_range if (s.view == "footprint" and self.footprint) else self.chart.x_range
+        return (xr.start, xr.end)
+
+    async def _refresh(self) -> None:
+        s = self.settings
+        view = self.registry.get(s.symbol)
         snap = view.snapshot
         with pn.io.hold():
-            self._update_status(snap)
-            key = (snap.version, self.settings.follow, self.chart.x_range.start, self.chart.x_range.end)
-            if key == self._seen or not len(snap.candles):
+            text = status_html(snap, self.theme)
+            if text != self.status.object:
+                self.status.object = text
+            if not len(snap.candles):
+                return
+            key = (snap.symbol, snap.version, self._rev, self._range_key())
+            if key == self._seen:
                 return
             self._seen = key
-            self.chart.update_candles(snap.candles)
-            self._update_view(view, snap)
+            tick = snap.tick
+            if tick != self._last_tick:
+                self._last_tick = tick
+                self.chart.set_tick(tick)
+                if self.footprint is not None:
+                    self.footprint.set_tick(tick)
+                self.profile.set_mode_style(s.mode, fmt_decimals(tick))
+            iv = s.interval_ms
+            candles = shared(("candles", snap.symbol, snap.version, iv, id(snap.candles)),
+                             lambda: resample_candles(snap.candles, iv))
+            if s.view == "footprint":
+                rng = await self._update_footprint(view, snap, candles, tick)
+            else:
+                rng = await self._update_chart(view, snap, candles, tick)
+            self._update_side(snap, tick, rng)
 
-    def _visible_range(self, snap) -> tuple[int, int]:
-        iv = self.interval_ms
-        last_open = int(snap.candles["time"].iloc[-1])
-        if self.settings.follow:
+    # chart view
+    def _window(self, candles, iv: int, max_candles: int | None = None, xr=None) -> tuple[int, int]:
+        s = self.settings
+        last_open = int(candles["time"].iloc[-1])
+        first = int(candles["time"].iloc[0])
+        if s.follow:
             end = last_open + iv
-            first = int(snap.candles["time"].iloc[0])
-            return max(end - self.settings.window_minutes * 60_000, first), end
-        x0, x1 = self.chart.x_range.start, self.chart.x_range.end
-        return int(x0 // iv * iv), int(-(-x1 // iv) * iv)
-
-    def _update_view(self, view, snap) -> None:
-        start, end = self._visible_range(snap)
-        c = snap.candles
-        vis = c[(c["time"] >= start) & (c["time"] < end)]
-        if self.settings.follow and len(vis):
-            lo, hi = float(vis["low"].min()), float(vis["high"].max())
-            pad = max((hi - lo) * 0.06, snap.tick * 5)
-            room = max(end - start, 10 * self.interval_ms) * 0.34
-            self._programmatic = True
-            try:
-                self.chart.set_ranges(start, end + room, lo - pad, hi + pad)
-            finally:
-                self._programmatic = False
-        if not len(vis):
-            self.chart.update_profile(None, snap.tick)
-            self.summary.object = "no trades in the visible range"
-            return
-        lo, hi = float(vis["low"].min()), float(vis["high"].max())
-        tick = snap.tick
-        if len(snap.trades):  # the profile covers what has arrived: [start, last trade]
-            end = min(end, int(snap.trades.time[-1]) + 1)
-        if self.settings.row_ticks:
-            row_size = round(self.settings.row_ticks * tick, 12)
+            span = s.window_minutes * 60_000 if max_candles is None else max_candles * iv
+            return max(end - span, first // iv * iv), end
+        if s.range_start is not None:
+            start, end = s.range_start // iv * iv, -(-s.range_end // iv) * iv
         else:
-            row_size = auto_row_size(lo, hi, tick, 120)
-        res = view.profile(start, end, row_size, self.settings.value_area, snapshot=snap)
-        self.chart.update_profile(res, tick)
-        self._update_summary(res, start, end, row_size, tick)
+            xr = xr or self.chart.x_range
+            start, end = int(xr.start // iv * iv), int(-(-xr.end // iv) * iv)
+        if max_candles is not None and end - start > MAX_FOOTPRINT_CANDLES * iv:
+            start = end - MAX_FOOTPRINT_CANDLES * iv
+        return start, max(end, start + iv)
+
+    def _row_size(self, lo: float, hi: float, tick: float, target: int) -> float:
+        s = self.settings
+        rs = round(s.row_ticks * tick, 12) if s.row_ticks else auto_row_size(lo, hi, tick, target)
+        if (hi - lo) / rs > MAX_PROFILE_ROWS:
+            rs = auto_row_size(lo, hi, tick, MAX_PROFILE_ROWS // 2)
+        return rs
+
+    async def _profile(self, view, snap, start: int, end: int, row_size: float):
+        s = self.settings
+        kind = _KINDS[s.mode]
+        params = {"row_size": float(row_size), "value_area": float(s.value_area),
+                  "percentiles": tuple(float(p) for p in s.percentiles)}
+        if kind == "recency":
+            params["half_life_s"] = float(s.half_life) if s.half_life > 0 else None
+        res = await self._compute(view, kind, start, end, snap, **params)
+        ckey = ("profile_cols", s.mode, round(s.max_width, 4), self.theme)
+        cols = None if res is None else derived(res, ckey, lambda: profile_columns(res, s.mode, s.max_width,
+                                                                                   self.theme))
+        return res, cols
+
+    def _draw_profile(self, res, cols, tick: float, start: int, end: int, row_size: float, y_span: float) -> None:
+        s = self.settings
+        if res is None or not s.show_profile:
+            self.profile.clear()
+            self.summary.object = ("no trades in the visible range" if res is None else "")
+            self._last_res = res
+            return
+        self.profile.set_mode_style(s.mode, fmt_decimals(tick))
+        self.profile.set_columns(*cols)
+        self.last_labels = self.profile.set_levels(res, tick, y_span)
+        self._last_res = res
+        self._update_summary(res, res.start, res.end, row_size, tick)
+
+    async def _update_chart(self, view, snap, candles, tick) -> tuple[int, int]:
+        s = self.settings
+        iv = s.interval_ms
+        ch = self.chart
+        ch.update_candles(candles)
+        start, end = self._window(candles, iv)
+        t = candles["time"].to_numpy()
+        vis = candles[(t >= start) & (t < end)]
+        self.visible_range = (start, end)
+        if not len(vis):
+            self.profile.clear()
+            self.summary.object = "no trades in the visible range"
+            return start, end
+        lo, hi = float(vis["low"].min()), float(vis["high"].max())
+        pad = max((hi - lo) * 0.06, tick * 5)
+        ch.set_volume_scale(float(vis["volume"].max()))
+        if s.follow or s.range_start is not None:
+            room = (end - start) * (s.max_width / (1 - s.max_width) * 1.08 if s.show_profile else 0.03)
+            self._set_x = (float(start), float(end + room))
+            ch.set_ranges(*self._set_x, lo - pad, hi + pad)
+        else:
+            ch.set_y(lo - pad, hi + pad)
+        pend = min(end, int(snap.trades.time[-1]) + 1) if len(snap.trades) else end
+        if pend <= start:
+            self.profile.clear()
+            return start, end
+        row_size = self._row_size(lo, hi, tick, AUTO_ROWS_CHART)
+        res, cols = await self._profile(view, snap, start, pend, row_size)
+        self._draw_profile(res, cols, tick, start, pend, row_size, hi - lo + 2 * pad)
+        if s.developing and res is not None:
+            dev = await self._compute(view, "developing", start, pend, snap, row_size=float(row_size),
+                                      candle_ms=iv, value_area=float(s.value_area))
+            ch.update_developing(dev.developing if dev is not None else None)
+        else:
+            ch.update_developing(None)
+        if s.heatmap and res is not None:
+            ncols = int(min(max((end - start) // iv * HEAT_BINS_PER_CANDLE, 1), HEAT_MAX_COLS))
+            nrows = int(min(max(res.rows // 2, 1), HEAT_MAX_ROWS))
+            p_lo, p_hi = float(res.price_low[0]), float(res.price_high[-1])
+            agg = await self._compute(view, "heatmap", start, pend, snap, price_low=p_lo, price_high=p_hi,
+                                      width=ncols, height=nrows, agg="volume")
+            ch.update_heatmap(agg)
+        else:
+            ch.update_heatmap(None)
+        return start, pend
+
+    # footprint view
+    async def _update_footprint(self, view, snap, candles, tick) -> tuple[int, int]:
+        s = self.settings
+        iv = s.interval_ms
+        fp = self._ensure_footprint()
+        start, end = self._window(candles, iv, max_candles=s.footprint_candles, xr=fp.x_range)
+        t = candles["time"].to_numpy()
+        vis = candles[(t >= start) & (t < end)]
+        self.visible_range = (start, end)
+        pend = min(end, int(snap.trades.time[-1]) + 1) if len(snap.trades) else end
+        if not len(vis) or pend <= start:
+            fp.update(None, iv)
+            self.profile.clear()
+            return start, end
+        lo, hi = float(vis["low"].min()), float(vis["high"].max())
+        row_size = self._row_size(lo, hi, tick, AUTO_ROWS_FOOTPRINT)
+        params = dict(row_size=float(row_size), interval_ms=iv, imbalance_ratio=float(s.imbalance_ratio),
+                      stacked_min=int(s.stacked_min))
+        res = await self._compute(view, "footprint", start, pend, snap, **params)
+        cols = None if res is None else derived(res, ("fp_cols", s.footprint_mode, self.theme),
+                                                lambda: footprint_columns(res, s.footprint_mode, self.theme))
+        fp.update(cols, iv)
+        pad = row_size * 1.5
+        if s.follow or s.range_start is not None:
+            room = (end - start) * (s.max_width / (1 - s.max_width) * 1.08 if s.show_profile else 0.02)
+            self._set_x = (float(start), float(end + room))
+            fp.set_ranges(*self._set_x, lo - pad, hi + pad)
+        else:
+            fp.set_ranges(fp.x_range.start, fp.x_range.end, lo - pad, hi + pad)
+        pres, pcols = await self._profile(view, snap, start, pend, row_size)
+        self._draw_profile(pres, pcols, tick, start, pend, row_size, hi - lo + 2 * pad)
+        return start, pend
+
+    # side panels and liquidation markers
+    def _update_side(self, snap, tick: float, rng: tuple[int, int]) -> None:
+        s = self.settings
+        liq = getattr(snap, "liquidations", None)
+        liq_id = (id(liq), len(liq)) if liq is not None else None
+        start, end = rng
+        lkey = ("liq", snap.symbol, liq_id, start, end, float(s.liq_min_notional))
+        lv = shared(lkey, lambda: liquidations_view(liq, snap.symbol, start, end, s.liq_min_notional))
+        self.chart.update_liquidations(lv)
+        if s.embed:
+            return
+        key = (snap.symbol, snap.version, lkey, float(s.tape_min_size), self.theme)
+        if key == self._side_seen:
+            return
+        self._side_seen = key
+        tk = ("tape_html", snap.symbol, snap.version, float(s.tape_min_size), self.theme, tick)
+        self.tape.object = shared(tk, lambda: tape_html(tape_rows(snap.trades, s.tape_min_size, n=30), tick,
+                                                         self.theme, s.tape_min_size))
+        self.liqs.object = shared(("liq_html", lkey, self.theme, tick),
+                                  lambda: liquidations_html(lv, tick, self.theme, s.liq_min_notional))
 
     def _update_summary(self, res, start, end, row_size, tick) -> None:
-        if res is None:
-            self.summary.object = "no trades in the visible range"
-            return
         p = lambda v: fmt.price(v, tick, sep="")  # noqa: E731
-        pct = round(self.settings.value_area * 100)
+        s = self.settings
         delta = res.buy_volume - res.sell_volume
         text = (
-            f"VPVR {fmt.utc(start, False)} → {fmt.utc(end, False)} · row {p(row_size)} · "
-            f"<b>POC {p(res.poc)}</b> · VAH {p(res.vah)} ({pct} %) · VAL {p(res.val)} · "
+            f"VPVR {MODES[s.mode]} · {fmt.utc(start, False)} → {fmt.utc(end, False)} · row {fmt.price(row_size, tick)} · "
+            f"<b>{html.escape(self.last_labels.get('poc', ''))}</b> · {html.escape(self.last_labels.get('vah', ''))} · "
+            f"{html.escape(self.last_labels.get('val', ''))} · {html.escape(self.last_labels.get('va', ''))} · "
             f"Vol {fmt.volume(res.total_volume)} · Δ {fmt.volume(delta, signed=True)} · {res.trades:,} trades"
         )
         self.summary.object = (
-            f'<span class="fl-profile" data-poc="{p(res.poc)}" data-vah="{p(res.vah)}" data-val="{p(res.val)}" '
-            f'data-from="{start}" data-to="{end}" data-row-size="{p(row_size)}" data-trades="{res.trades}">{text}</span>'
+            f'<span class="fl-profile fl-summary" data-poc="{p(res.poc)}" data-vah="{p(res.vah)}" '
+            f'data-val="{p(res.val)}" data-from="{start}" data-to="{end}" data-row-size="{p(row_size)}" '
+            f'data-trades="{res.trades}" data-mode="{s.mode}" data-kind="{res.kind}">{text}</span>'
         )
 
-    def _update_status(self, snap) -> None:
-        th = THEMES[self.settings.theme]
-        m = snap.meta
-        src = html.escape(m.get("source", "waiting for the ingest service…"))
-        last = m.get("last_trade_time")
-        if snap.redis_ok:
-            redis = f'<span style="color:{th["ok"]}">Redis OK</span>'
-            if snap.redis_rtt_ms is not None:
-                redis += f" ({snap.redis_rtt_ms:.1f} ms)"
-        else:
-            redis = f'<span style="color:{th["bad"]}">Redis unreachable · stale since {fmt.clock(snap.stale_since)}</span>'
-        hb = m.get("heartbeat")
-        stale = ""
-        if snap.redis_ok and hb and time.time() * 1000 - int(hb) > 5000:
-            stale = f' · <span style="color:{th["bad"]}">stale since {fmt.clock(int(hb) / 1000)}</span>'
-        tps = m.get("tps", "0")
-        text = (
-            f'<span class="fl-status">{src} · {float(tps):,.1f} trades/s · last trade '
-            f'{fmt.utc(int(last)) if last else "—"} · {redis}{stale}</span>'
+
+def fmt_decimals(tick: float) -> int:
+    from compute.grid import decimals_for
+
+    return decimals_for(tick)
+
+
+def _session_args() -> dict:
+    try:
+        return dict(pn.state.session_args or {})
+    except Exception:  # noqa: BLE001 - outside a server session there are no args
+        return {}
+
+
+def create_page(registry, settings: DashboardSettings | None = None, interval_ms: int | None = None,
+                query: dict | None = None):
+    """Build the served page for one session; returns ``(page, dashboard)``.
+
+    ``settings`` are the server's defaults for this session (symbol, update period...);
+    the URL query (``query``, default ``pn.state.session_args``) overrides them after
+    validation (:func:`dashboard.settings.parse_query`); refused values are shown in a
+    message at the top of the page. ``embed=1`` returns the chart alone (no template).
+    """
+    base = settings or DashboardSettings()
+    symbols = known_symbols(registry) or [base.symbol]
+    if base.symbol not in symbols:
+        symbols = sorted({*symbols, base.symbol})
+    args = _session_args() if query is None else query
+    values, messages = parse_query(args, symbols, base)
+    base.param.update(**values)
+    dash = Dashboard(registry, settings=base, symbols=symbols, messages=messages, interval_ms=interval_ms)
+    s = dash.settings
+    autoload = any(str(k).startswith("bokeh-autoload") or str(k) == "bokeh-absolute-url" for k in args)
+    dash._url_sync = not autoload
+    if pn.state.curdoc is not None:
+        try:
+            pn.config.theme = s.theme
+        except Exception:  # noqa: BLE001 - theme is cosmetic
+            pass
+    if s.embed:
+        page = dash.embedded()
+    else:
+        th = THEMES[s.theme]
+        tmpl = pn.template.BootstrapTemplate(
+            title=f"flowlens · {s.symbol}", theme="dark" if s.theme == "dark" else "default",
+            sidebar=[dash.controls()], main=[dash.main()], sidebar_width=280,
+            header_background=th["panel"], header_color=th["text"],
         )
-        if text != self.status.object:
-            self.status.object = text
-
-
-def create_page(registry, settings: DashboardSettings | None = None, interval_ms: int = 60_000):
-    """Build the served page for one session: a dark template with controls, chart and status."""
-    dash = Dashboard(registry, interval_ms=interval_ms, settings=settings or DashboardSettings())
-    tmpl = pn.template.BootstrapTemplate(
-        title="flowlens", theme="dark" if dash.settings.theme == "dark" else "default",
-        sidebar=[dash.controls()], main=[dash.main()], sidebar_width=260,
-        header_background=THEMES[dash.settings.theme]["panel"],
-    )
+        tmpl.config.raw_css.append(
+            f"body, #main, .main, #content {{ background: {th['bg']} !important; }}"
+            f" #sidebar {{ background: {th['panel']} !important; }}"
+        )
+        page = tmpl
     dash.start()
-    return tmpl, dash
+    return page, dash
 
 
-__all__ = ["Dashboard", "DashboardSettings", "create_page"]
+__all__ = ["Dashboard", "DashboardSettings", "create_page", "known_symbols"]

@@ -39,3 +39,40 @@ def utc(ms: int | float | None, with_ms: bool = True) -> str:
 def clock(seconds: float) -> str:
     """Wall clock ``hh:mm:ss`` (UTC) of an epoch-seconds value."""
     return dt.datetime.fromtimestamp(seconds, tz=dt.UTC).strftime("%H:%M:%S")
+
+
+def percent(fraction: float) -> str:
+    """A fraction as the issue writes it: 0.7 -> ``70 %``, 0.685 -> ``68.5 %``."""
+    return f"{round(float(fraction) * 100, 2):g} %"
+
+
+def poc_label(poc: float, row_volume: float, row_delta: float, tick: float) -> str:
+    """``POC 45,135.00 | Vol 1.2M | Δ +15K``: the POC row's middle price, its volume and its delta."""
+    return f"POC {price(poc, tick)} | Vol {volume(row_volume)} | Δ {volume(row_delta, signed=True)}"
+
+
+def va_edge_label(edge: str, value: float, value_area: float, tick: float) -> str:
+    """``VAH 45,150.00 (70 %)`` (``edge`` is ``"VAH"`` or ``"VAL"``)."""
+    return f"{edge} {price(value, tick)} ({percent(value_area)})"
+
+
+def va_summary(vah: float, val: float, va_volume: float, tick: float) -> str:
+    """``VA 35.00 wide | 820K``: the value area's height (quote currency) and the volume inside it."""
+    return f"VA {price(vah - val, tick)} wide | {volume(va_volume)}"
+
+
+def percentile_label(p: float, value: float, tick: float) -> str:
+    """``P25 45,120.00`` for the 25 % percentile line."""
+    return f"P{round(float(p) * 100, 1):g} {price(value, tick)}"
+
+
+def duration(ms: float) -> str:
+    """A lag or age: ``850 ms``, ``12.3 s``, ``4 min``, ``2.5 h``."""
+    ms = float(ms)
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.1f} s"
+    if ms < 3_600_000:
+        return f"{ms / 60_000:.0f} min"
+    return f"{ms / 3_600_000:.1f} h"
