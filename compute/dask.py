@@ -136,10 +136,19 @@ def _columns(df: pd.DataFrame, symbol: str | None):
         df = df.reset_index()
     seen: tuple = ()
     if "symbol" in df.columns:
-        if symbol is not None:
-            df = df[(df["symbol"].astype(str).str.upper() == symbol.upper()).to_numpy()]
+        col = df["symbol"]
+        if isinstance(col.dtype, pd.CategoricalDtype):  # compare codes, not strings
+            cats = [str(c).upper() for c in col.cat.categories]
+            codes = col.cat.codes.to_numpy()
+            if symbol is not None:
+                code = cats.index(symbol.upper()) if symbol.upper() in cats else -2
+                df = df[codes == code]
+            else:
+                seen = tuple(cats[i] for i in np.unique(codes[codes >= 0]))
+        elif symbol is not None:
+            df = df[(col.astype(str).str.upper() == symbol.upper()).to_numpy()]
         else:
-            seen = tuple(str(s) for s in pd.unique(df["symbol"].astype(str)))
+            seen = tuple(str(s).upper() for s in pd.unique(col.dropna()))
     t = df["time"]
     if np.issubdtype(t.dtype, np.datetime64) or isinstance(t.dtype, pd.DatetimeTZDtype):
         t = pd.to_datetime(t, utc=True).astype("datetime64[ms, UTC]").astype("int64")

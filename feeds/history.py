@@ -479,17 +479,25 @@ def _read_parquet(f: HistoryFile, cat: pd.CategoricalDtype, s_ms, e_ms) -> pd.Da
     for c in (cols["id"], "price", cols["qty"], "is_buyer_maker"):
         if tbl[c].null_count:
             raise ValueError(f"{f.path}: column {c} has {tbl[c].null_count} empty values")
-    sym = (tbl[cols["symbol"]].to_numpy(zero_copy_only=False).astype(str) if cols["symbol"]
-           else np.full(tbl.num_rows, f.symbol or "", dtype=object))
-    sym = np.char.upper(sym.astype(str)) if len(sym) else sym
     return pd.DataFrame({
         "time": tcol.to_numpy().astype(np.int64, copy=False),
         "price": tbl["price"].to_numpy().astype(np.float64, copy=False),
         "qty": tbl[cols["qty"]].to_numpy().astype(np.float64, copy=False),
         "is_buyer_maker": tbl["is_buyer_maker"].to_numpy(zero_copy_only=False).astype(bool, copy=False),
         "trade_id": tbl[cols["id"]].to_numpy().astype(np.int64, copy=False),
-        "symbol": pd.Categorical(sym, dtype=cat),
+        "symbol": _symbol_codes(tbl[cols["symbol"]] if cols["symbol"] else None, tbl.num_rows, f.symbol, cat),
     })
+
+
+def _symbol_codes(col, n: int, label: str, cat: pd.CategoricalDtype) -> pd.Categorical:
+    """The ``symbol`` column as a Categorical of ``cat`` (vectorised in Arrow; unknown symbols become NaN)."""
+    cats = pa.array(list(cat.categories), pa.string())
+    if col is None:
+        code = cat.categories.get_loc(label.upper()) if label and label.upper() in cat.categories else -1
+        return pd.Categorical.from_codes(np.full(n, code, np.int32), dtype=cat)
+    col = pc.utf8_upper(pc.cast(col, pa.string()))
+    codes = pc.fill_null(pc.index_in(col, value_set=cats), -1).to_numpy(zero_copy_only=False).astype(np.int32)
+    return pd.Categorical.from_codes(codes, dtype=cat)
 
 
 def _read_other(f: HistoryFile, cat: pd.CategoricalDtype, single: str | None) -> pd.DataFrame:
