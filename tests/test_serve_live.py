@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -18,8 +19,12 @@ from store.redis_store import RedisStore, connect
 
 
 def _get(url):
-    with urllib.request.urlopen(url, timeout=10) as r:
-        return json.loads(r.read())
+    """JSON of a GET, also for error statuses (/health answers 503 until the first heartbeat)."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return json.loads(e.read())
 
 
 def test_live_source_fills_redis_with_every_id_once_and_says_live(shared_dir):
