@@ -40,6 +40,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rest-base", default=os.environ.get("FLOWLENS_REST_BASE"), help="REST origin override.")
     p.add_argument("--no-fallback", action="store_true",
                    help="with --source live: keep retrying Binance instead of replaying the recording.")
+    p.add_argument("--backfill-hours", type=float, default=0.0,
+                   help="live: seed each symbol with the last N hours from data.binance.vision archives first.")
+    p.add_argument("--backfill-dir", default=str(HERE / "data" / "backfill"),
+                   help="folder of the backfilled archives (Parquet; resumed across runs).")
+    p.add_argument("--vision-base", default=os.environ.get("FLOWLENS_VISION_BASE"),
+                   help="data.binance.vision origin override (a mirror or the local server).")
+    p.add_argument("--backfill-end", default=None, help=argparse.SUPPRESS)  # tests: end of the seeded hours (UTC ms)
     p.add_argument("--speed", type=float, default=10.0, help="replay speed factor (default 10x).")
     p.add_argument("--symbol", default=None, help="symbol to show/ingest (default: the recording's symbol).")
     p.add_argument("--tick", type=float, default=None, help="tick size (default: inferred from the recording).")
@@ -99,6 +106,7 @@ def main(argv=None) -> int:
     from service import api, ops
     from service.live import LiveSource, probe
     from service.runtime import Runtime
+    from service.seed import SeededSource, load_history
     from store.embedded import start_embedded
 
     client_params = {"market": args.market, "ws_base": args.ws_base, "rest_base": args.rest_base}
@@ -115,7 +123,15 @@ def main(argv=None) -> int:
         symbols, tick, recording = args.live_symbols, args.tick, None
 
         async def make_source(sym: str, resume_after_id: int | None):
-            return await LiveSource.open(sym, resume_after_id, **client_params)
+            if resume_after_id is not None or not args.backfill_hours:
+                return await LiveSource.open(sym, resume_after_id, **client_params)
+            history, days = await load_history(args.market, sym, args.backfill_hours, args.backfill_dir,
+                                               args.vision_base, int(args.backfill_end) if args.backfill_end else None)
+            got = sum(d.status in ("done", "skipped") for d in days)
+            note = f"seeded {len(history):,} trades ({args.backfill_hours:g} h, {got}/{len(days)} daily archives)"
+            print(f"flowlens: {sym}: {note}", flush=True)
+            last = int(history.trade_id[-1]) if len(history) else None
+            return SeededSource(history, await LiveSource.open(sym, last, **client_params), note)
     else:
         recording = ReplaySource(args.replay_path, symbol=args.symbol, speed=args.speed)
         symbols = [(args.symbol or recording.symbol or "BTCUSDT").upper()]

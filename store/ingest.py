@@ -57,7 +57,8 @@ class IngestService(param.Parameterized):
     redis_ok = param.Boolean(default=True, constant=True, doc="Whether the last write to Redis succeeded.")
     rejected_trades = param.Integer(default=0, constant=True, doc="Trades skipped because they were older than the open candle.")
     skip_through_id = param.Integer(default=None, allow_None=True,
-                                    doc="Trades with an id <= this are already in Redis and are dropped (resume after failover).")
+                                    doc="Trades with an id <= this are already in Redis and are dropped (resume after "
+                                        "failover); it then follows the last id written, so no id is written twice.")
 
     source_note = param.String(default="", doc="Appended to the source description (e.g. why it is a replay).")
 
@@ -141,6 +142,8 @@ class IngestService(param.Parameterized):
         async for batch in self._groups():
             if self.skip_through_id is not None and len(batch) and batch.trade_id[0] <= self.skip_through_id:
                 batch = batch.take(batch.trade_id > self.skip_through_id)
+            if len(batch):
+                self.skip_through_id = int(batch.trade_id[-1])
             if not len(batch):
                 continue
             try:

@@ -99,3 +99,40 @@ def test_bad_command_lines_give_a_clear_error(argv):
 
     r = subprocess.run([sys.executable, str(ROOT / "serve.py"), *argv], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "error:" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_backfill_hours_seed_history_then_live_with_every_id_once(recording_path, tmp_path):
+    """--backfill-hours: the daily archive (built from the real 2020-02-22 trades, checksum-verified) seeds
+    the first 6 h; the live stream then continues after the last seeded id."""
+    from store.embedded import start_embedded
+
+    srv = LocalBinance.start_in_thread(data=[str(recording_path)], speed=0, liquidations="none")
+    redis_server, redis_url = start_embedded()
+    rec = read_trades(recording_path)
+    end = int(rec.time[0]) // 3600_000 * 3600_000 + 6 * 3600_000  # 2020-02-22 06:00 UTC
+    try:
+        with served("--source", "live", "--ws-base", srv.ws_base, "--rest-base", srv.rest_base,
+                    "--vision-base", srv.vision_base, "--redis-url", redis_url, "--backfill-hours", "6",
+                    "--backfill-dir", str(tmp_path / "bf"), "--backfill-end", str(end), timeout=90) as (url, proc, t0):
+            async def ids():
+                c = connect(redis_url)
+                try:
+                    b, _ = await RedisStore(c).read_range("BTCUSDT")
+                    return b.trade_id, b.time
+                finally:
+                    await c.aclose()
+
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                got, times = asyncio.run(ids())
+                if len(got) and got[-1] == rec.trade_id[-1]:
+                    break
+                time.sleep(0.5)
+            seeded = int(np.sum(rec.time < end))
+            assert got[0] == rec.trade_id[0], "the seeded history does not start the stream"
+            assert len(got) > seeded, "nothing came after the seeded hours"
+            np.testing.assert_array_equal(got, rec.trade_id)  # history then live: every id once, in order
+        assert f"seeded {seeded:,} trades" in "".join(proc.output_lines)
+    finally:
+        srv.stop()
+        redis_server.stop()
