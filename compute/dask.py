@@ -576,11 +576,10 @@ def _part_candles(df, s, e, interval_ms, symbol, fn, fn_kw):
             inner = cut(slice(a, b))
             out["inner"] = fn(_frame(*inner), **fn_kw)
             out["stats"] = _candle_stats(inner[0], inner[4], cno[a:b])
-    out["edge"] = (a, b)
     return out
 
 
-def _merge_edges(res: list, interval_ms: int):
+def _merge_edges(res: list):
     """Raw trades of all edge candles, merged in time order (pieces of one candle joined)."""
     pieces = []
     for r in res:
@@ -597,7 +596,7 @@ def _with_edges(ddf, s, e, interval_ms, symbol, fn, fn_kw, client, progress, des
                client, progress, desc)
     _check_symbols(res)
     _check_time_order([(r["tmin"], r["tmax"]) for r in res])
-    edges = _merge_edges(res, interval_ms)
+    edges = _merge_edges(res)
     return res, edges
 
 

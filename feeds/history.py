@@ -58,7 +58,8 @@ Pandas or Dask
 ``dask=None`` (default) returns a pandas DataFrame unless the estimated memory of
 the result (rows estimated from Parquet metadata or archive sizes, about 126 bytes
 per row while parsing) exceeds ``memory_fraction`` of the available memory; then,
-or with ``dask=True``, a Dask DataFrame with one partition per file, built lazily
+or with ``dask=True``, a Dask DataFrame with one partition per file (small files grouped up to
+``partition_rows``), built lazily
 (:func:`dask.dataframe.from_map`) so nothing is read until computed.
 """
 
@@ -85,7 +86,7 @@ from . import readers
 
 __all__ = [
     "HISTORY_COLUMNS", "HISTORY_DTYPES", "LAYOUTS", "MARKETS", "HistoryFile", "discover", "empty_frame",
-    "frame_from_batches", "load_history", "normalize_frame", "to_ms",
+    "frame_from_batches", "load_history", "normalize_frame", "read_file", "read_files", "to_ms",
 ]
 
 #: Output columns, in order.
@@ -96,6 +97,8 @@ HISTORY_DTYPES = {"time": np.dtype("int64"), "price": np.dtype("float64"), "qty"
 LAYOUTS = ("auto", "parquet", "vision", "recorder")
 MARKETS = ("usdm", "coinm", "spot")
 
+#: Target rows of one Dask partition (files are grouped up to it).
+PARTITION_ROWS = 2_000_000
 #: Estimated bytes per row while a file is parsed and normalized (columns 34 B + parse buffers).
 BYTES_PER_ROW = 126
 #: Rough size of one CSV line of a trades/aggTrades dump, and of one recorded WebSocket frame.
@@ -533,6 +536,29 @@ def read_file(f: HistoryFile, categories: Sequence[str], start=None, end=None) -
     return _dedup_sorted(df)
 
 
+def read_files(files: Sequence[HistoryFile], categories: Sequence[str], start=None, end=None) -> pd.DataFrame:
+    """:func:`read_file` of several files, concatenated in order (the partition function of the Dask result)."""
+    parts = [read_file(f, categories, start, end) for f in files]
+    parts = [p for p in parts if len(p)] or parts[:1]
+    out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    out["symbol"] = out["symbol"].astype(_categories(categories))
+    return out
+
+
+def _groups(files: list[HistoryFile], rows: int) -> list[list[HistoryFile]]:
+    """Consecutive files grouped up to ``rows`` estimated rows (at least one file per group)."""
+    groups: list[list[HistoryFile]] = []
+    n = 0
+    for f in files:
+        if groups and n + f.rows <= rows:
+            groups[-1].append(f)
+            n += f.rows
+        else:
+            groups.append([f])
+            n = f.rows
+    return groups
+
+
 # -- the one call ----------------------------------------------------------------------------
 def _available_memory() -> int:
     try:
@@ -567,6 +593,7 @@ def load_history(
     dask: bool | None = None,
     progress: bool = True,
     memory_fraction: float = 0.5,
+    partition_rows: int = PARTITION_ROWS,
 ):
     """Load the trades of ``market``, ``symbols`` and ``[start, end)`` from ``source``.
 
@@ -589,6 +616,11 @@ def load_history(
         ``memory_fraction`` of the available memory.
     progress : bool
         Show a tqdm bar over the files (pandas path).
+    memory_fraction : float
+        Share of the available memory the pandas result may take before ``dask=None`` picks Dask.
+    partition_rows : int
+        Dask: consecutive small files are grouped into one partition of about this many rows
+        (estimated); a larger file is a partition of its own.
 
     Returns
     -------
@@ -618,7 +650,7 @@ def load_history(
     if use_dask:
         import dask.dataframe as dd
 
-        return dd.from_map(read_file, files, categories=cats, start=s_ms, end=e_ms, meta=empty_frame(cats),
+        return dd.from_map(read_files, _groups(files, partition_rows), categories=cats, start=s_ms, end=e_ms, meta=empty_frame(cats),
                            enforce_metadata=False, label="flowlens-history")
     parts = []
     bar = tqdm(files, desc=f"{market} {','.join(cats) or 'trades'}", unit="file", disable=not progress,

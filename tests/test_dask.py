@@ -62,7 +62,7 @@ def hourly(tmp_path_factory, df) -> dd.DataFrame:
                         "first_trade_id": p["trade_id"].to_numpy(), "last_trade_id": p["trade_id"].to_numpy(),
                         "time": p["time"].to_numpy(), "is_buyer_maker": p["is_buyer_maker"].to_numpy()})
         pq.write_table(tbl, d / f"part-{day0 + (h + 1) * HOUR}-1-{h:06d}.parquet")
-    ddf = load_history(root, "usdm", "BTCUSDT", dask=True)
+    ddf = load_history(root, "usdm", "BTCUSDT", dask=True, partition_rows=1)  # one partition per file
     assert ddf.npartitions == 12
     return ddf
 

@@ -206,9 +206,19 @@ def test_date_range_is_start_inclusive_end_exclusive_and_a_bare_end_date_means_t
     assert len(df.attrs["files"]) == 2
     same(load_history(tmp_path, "usdm", SYM, DAY, DAY, progress=False), expected)
     assert to_ms(DAY, end=True) - to_ms(DAY) == 86_400_000
-    lazy = load_history(tmp_path, "usdm", SYM, s, e, dask=True)
+    lazy = load_history(tmp_path, "usdm", SYM, s, e, dask=True, partition_rows=1)
     assert lazy.npartitions == 2
     same(lazy.compute(), expected[(t >= lo) & (t < hi)])
+
+
+def test_dask_partitions_group_small_files_without_changing_the_rows(tmp_path, raw, expected):
+    write_recorder(tmp_path, raw, frames=False)
+    per_file = load_history(tmp_path, "usdm", SYM, dask=True, partition_rows=1)
+    grouped = load_history(tmp_path, "usdm", SYM, dask=True, partition_rows=20_000)
+    assert per_file.npartitions == 12 and 2 <= grouped.npartitions < 12
+    same(per_file.compute(), expected)
+    same(grouped.compute(), expected)
+    assert load_history(tmp_path, "usdm", SYM, dask=True).npartitions == 1  # 69 239 rows < 2 M
 
 
 def test_backfill_day_and_recorder_hours_overlapping_give_every_trade_id_once(tmp_path, raw, expected):
