@@ -75,6 +75,7 @@ class IngestService(param.Parameterized):
         self._task: asyncio.Task | None = None
         self._down_since: float | None = None
         self._infer_tick = self.tick is None
+        self._verify = False
 
     def seed_candle(self, candle) -> None:
         """Continue the open candle already in Redis (see :meth:`compute.candles.CandleAccumulator.seed`)."""
@@ -172,13 +173,35 @@ class IngestService(param.Parameterized):
                     registered = True
                 await self._flush(tps)
             except REDIS_ERRORS as e:
+                self._verify = True  # the failed MULTI/EXEC may have been applied with its reply lost
                 if self._down_since is None:
                     self._down_since = time.time()
                     log.warning("Redis unreachable (%s); buffering trades of %s", type(e).__name__, self.symbol)
                 with param.edit_constant(self):
                     self.redis_ok = False
 
+    async def _drop_written(self) -> None:
+        """After a failed write: drop what Redis already has (its meta's last_trade_id is written in the
+        same transaction as the batch, so it tells exactly which batches were applied)."""
+        last = (await self.store.meta(self.symbol)).get("last_trade_id")
+        if last is None:
+            return
+        last = int(last)
+        while self._pending and self._pending[0][0].trade_id[-1] <= last:
+            batch, _ = self._pending.popleft()
+            self._pending_trades -= len(batch)
+            with param.edit_constant(self):
+                self.trades_written += len(batch)
+        if self._pending and self._pending[0][0].trade_id[0] <= last:
+            batch, candles = self._pending.popleft()
+            keep = batch.take(batch.trade_id > last)
+            self._pending_trades -= len(batch) - len(keep)
+            self._pending.appendleft((keep, candles))
+
     async def _flush(self, tps: float) -> None:
+        if self._verify:
+            await self._drop_written()
+            self._verify = False
         while self.liquidations:
             await self.store.append_liquidations(self.symbol, self.liquidations[0])
             self.liquidations.popleft()

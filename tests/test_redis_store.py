@@ -208,3 +208,46 @@ async def test_view_computes_every_kind_like_compute(store, first_hour, kind, pa
     want = KINDS[kind](first_hour, 0.01, start, end, **params)
     assert got.to_dict() == want.to_dict()
     assert view.compute(kind, start, end, **params) is got  # computed once per key
+
+
+async def test_a_write_applied_but_unacknowledged_is_not_written_twice(store, first_hour):
+    """Redis applied the MULTI/EXEC but the reply was lost (connection dropped): the retry must not double it."""
+    import redis.exceptions
+
+    class LostReply(RedisStore):
+        fail_on = {3, 7}
+        calls = 0
+
+        async def append(self, *a, **k):
+            type(self).calls += 1
+            r = await super().append(*a, **k)
+            if type(self).calls in self.fail_on:
+                raise redis.exceptions.ConnectionError("connection lost after EXEC")
+            return r
+
+    flaky = LostReply(store.r)
+    part = first_hour.take(slice(0, 3000))
+
+    class Chunks:  # one write per chunk of real trades
+        def __init__(self):
+            self.it = iter(np.array_split(np.arange(len(part)), 12))
+
+        def describe(self):
+            return "TEST chunks of real trades"
+
+        def __aiter__(self):
+            return self
+
+        async def __anext__(self):
+            try:
+                return part.take(next(self.it))
+            except StopIteration:
+                raise StopAsyncIteration from None
+
+    svc = IngestService(Chunks(), flaky, symbol="BTCUSDT", tick=0.01)
+    await asyncio.wait_for(svc.run(), 60)
+    if svc._pending:  # the last batch failed: the next flush (here: forced) settles it
+        await svc._flush(0.0)
+    back, _ = await store.read_range("BTCUSDT")
+    np.testing.assert_array_equal(back.trade_id, part.trade_id)
+    assert LostReply.calls > 7 and svc.trades_written == len(part)
