@@ -149,7 +149,7 @@ def test_candles_equal_the_in_memory_candles(ddf, df):
     pd.testing.assert_frame_equal(cd.candles(ddf, 300_000, s, e), candles(sel, 300_000), check_exact=True)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_any_partitioning_of_a_real_slice_gives_identical_results(df, data):
     n0 = data.draw(st.integers(0, len(df) - 3_000), label="offset")
