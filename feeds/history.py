@@ -463,7 +463,7 @@ def _dedup_sorted(df: pd.DataFrame) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def _read_parquet(f: HistoryFile, cat: pd.CategoricalDtype, s_ms, e_ms) -> pd.DataFrame:
+def _read_parquet(f: HistoryFile, cat: pd.CategoricalDtype, s_ms, e_ms, threads: bool = True) -> pd.DataFrame:
     pf = pq.ParquetFile(f.path)
     cols = _parquet_columns(pf.schema_arrow)
     ttype = pf.schema_arrow.field(cols["time"]).type
@@ -475,7 +475,7 @@ def _read_parquet(f: HistoryFile, cat: pd.CategoricalDtype, s_ms, e_ms) -> pd.Da
             filt.append((cols["time"], op, pa.scalar(v, pa.timestamp("ms", tz="UTC")).cast(ttype).as_py()
                          if pa.types.is_timestamp(ttype) else v))
     read = [c for c in (cols["symbol"], cols["id"], "price", cols["qty"], cols["time"], "is_buyer_maker") if c]
-    tbl = pq.read_table(f.path, columns=read, filters=filt or None)
+    tbl = pq.read_table(f.path, columns=read, filters=filt or None, use_threads=threads)
     tcol = tbl[cols["time"]]
     if pa.types.is_timestamp(ttype):
         tcol = pc.cast(pc.cast(tcol, pa.timestamp("ms", tz="UTC")), pa.int64())
@@ -512,16 +512,16 @@ def _read_other(f: HistoryFile, cat: pd.CategoricalDtype, single: str | None) ->
     return frame_from_batches(sorted(batches, key=lambda b: b.symbol), cat.categories)
 
 
-def read_file(f: HistoryFile, categories: Sequence[str], start=None, end=None) -> pd.DataFrame:
+def read_file(f: HistoryFile, categories: Sequence[str], start=None, end=None, threads: bool = True) -> pd.DataFrame:
     """Read one discovered file into the history schema, restricted to ``categories`` symbols and ``[start, end)``.
 
     Rows sorted by (symbol, trade id); repeated ids, and ids held by ``f.earlier`` files, dropped.
-    This is the partition function of the Dask result.
+    ``threads``: let Arrow decode Parquet with its thread pool.
     """
     cat = _categories(categories)
     s_ms, e_ms = to_ms(start), to_ms(end, end=True)
     if f.kind == "parquet":
-        df = _read_parquet(f, cat, s_ms, e_ms)
+        df = _read_parquet(f, cat, s_ms, e_ms, threads)
     else:
         df = _read_other(f, cat, cat.categories[0] if len(cat.categories) == 1 else None)
     keep = np.array(df["symbol"].notna(), dtype=bool)
@@ -536,9 +536,13 @@ def read_file(f: HistoryFile, categories: Sequence[str], start=None, end=None) -
     return _dedup_sorted(df)
 
 
-def read_files(files: Sequence[HistoryFile], categories: Sequence[str], start=None, end=None) -> pd.DataFrame:
-    """:func:`read_file` of several files, concatenated in order (the partition function of the Dask result)."""
-    parts = [read_file(f, categories, start, end) for f in files]
+def read_files(files: Sequence[HistoryFile], categories: Sequence[str], start=None, end=None,
+               threads: bool = False) -> pd.DataFrame:
+    """:func:`read_file` of several files, concatenated in order (the partition function of the Dask result).
+
+    ``threads=False``: Arrow decodes on the calling thread (Dask already runs partitions in parallel).
+    """
+    parts = [read_file(f, categories, start, end, threads) for f in files]
     parts = [p for p in parts if len(p)] or parts[:1]
     out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     out["symbol"] = out["symbol"].astype(_categories(categories))
