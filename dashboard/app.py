@@ -46,7 +46,7 @@ from .settings import (
     parse_query,
     query_of,
 )
-from .status import status_html
+from .status import plain_title, status_html
 from .theme import THEMES
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,8 @@ _KINDS = {"buysell": "volume", "delta": "volume", "heatmap": "volume", "recency"
 
 CSS = """
 :host { --fl-text: %(text)s; --fl-muted: %(muted)s; --fl-grid: %(grid)s; --fl-bg: %(bg)s; --fl-panel: %(panel)s; }
-.fl-status, .fl-summary { font: 12px/1.5 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; color: var(--fl-text); }
+.fl-status, .fl-summary { font: 12px/1.5 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; color: var(--fl-text);
+  display: block; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 .fl-badge { padding: 1px 6px; border-radius: 3px; font-weight: 700; letter-spacing: .04em; }
 .fl-why, .fl-muted { color: var(--fl-muted); }
 .fl-stream { white-space: nowrap; }
@@ -153,8 +154,10 @@ class Dashboard(param.Parameterized):
         self.view_area = pn.Column(self.chart_pane, sizing_mode="stretch_both", min_height=300)
         self.messages = list(messages)
         self.message = pn.pane.HTML(_messages_html(self.messages) if self.messages else "",
-                                    visible=bool(self.messages), sizing_mode="stretch_width", stylesheets=css,
-                                    name="message")
+                                    sizing_mode="stretch_width", stylesheets=css, name="message")
+        close = pn.widgets.Button(label="✕", width=34, color="light", description="Dismiss")
+        self.message_box = pn.Row(self.message, close, visible=bool(self.messages), sizing_mode="stretch_width")
+        close.on_click(lambda e: self.dismiss_messages())
         self.status = pn.pane.HTML("connecting…", sizing_mode="stretch_width", name="status", stylesheets=css,
                                    margin=(2, 8))
         self.summary = pn.pane.HTML("", sizing_mode="stretch_width", name="summary", stylesheets=css, margin=(2, 8))
@@ -174,6 +177,8 @@ class Dashboard(param.Parameterized):
         self._last_res = None
         self.last_labels: dict = {}
         self.visible_range: tuple[int, int] | None = None
+        self.defaults: dict = {}
+        self._doc = None
         self._cb = None
         self._busy = False
         self._url_sync = False
@@ -264,7 +269,7 @@ class Dashboard(param.Parameterized):
         loc = pn.state.location
         if loc is None:
             return
-        q = query_of(self.settings)
+        q = query_of(self.settings, self.defaults)
         search = ("?" + urllib.parse.urlencode(q)) if q else ""
         if loc.search != search:
             loc.search = search
@@ -294,7 +299,7 @@ class Dashboard(param.Parameterized):
         """The sidebar: one widget per setting (each bound to its ``param``)."""
         s = self.settings
         W = pn.widgets
-        pct = W.TextInput(name="Percentile lines (%)", value=", ".join(f"{p * 100:g}" for p in s.percentiles))
+        pct = W.TextInput(label="Percentile lines (%)", value=", ".join(f"{p * 100:g}" for p in s.percentiles))
 
         def set_pct(event):
             try:
@@ -308,47 +313,50 @@ class Dashboard(param.Parameterized):
 
         pct.param.watch(set_pct, "value")
         display = pn.Column(
-            W.Checkbox.from_param(s.param.show_profile, name="Volume profile"),
-            W.Checkbox.from_param(s.param.heatmap, name="Heat-map behind candles"),
-            W.Checkbox.from_param(s.param.developing, name="Developing POC/VAH/VAL"),
-            W.Checkbox.from_param(s.param.hatch, name="Hatch bars (buys /, sells \\)"),
-            W.Checkbox.from_param(s.param.dim_candles, name="Dim candles under profile"),
-            W.FloatSlider.from_param(s.param.max_width, name="Max bar width"),
+            W.Checkbox.from_param(s.param.show_profile, label="Volume profile"),
+            W.Checkbox.from_param(s.param.heatmap, label="Heat-map behind candles"),
+            W.Checkbox.from_param(s.param.developing, label="Developing POC/VAH/VAL"),
+            W.Checkbox.from_param(s.param.hatch, label="Hatch bars (buys /, sells \\)"),
+            W.Checkbox.from_param(s.param.dim_candles, label="Dim candles under profile"),
+            W.FloatSlider.from_param(s.param.max_width, label="Max bar width"),
             pct,
         )
         footprint = pn.Column(
             W.RadioButtonGroup.from_param(s.param.footprint_mode, options={v: k for k, v in FOOTPRINT_MODES.items()},
-                                          name="Cells", button_type="light"),
-            W.IntInput.from_param(s.param.footprint_candles, name="Candles"),
-            W.FloatInput.from_param(s.param.imbalance_ratio, name="Imbalance ratio (x)"),
-            W.IntInput.from_param(s.param.stacked_min, name="Stacked imbalance rows"),
+                                          label="Cells", color="light"),
+            W.IntInput.from_param(s.param.footprint_candles, label="Candles"),
+            W.FloatInput.from_param(s.param.imbalance_ratio, label="Imbalance ratio (x)"),
+            W.IntInput.from_param(s.param.stacked_min, label="Stacked imbalance rows"),
         )
-        return pn.Column(
-            W.Select.from_param(s.param.symbol, options=self.symbols, name="Symbol"),
-            W.RadioButtonGroup.from_param(s.param.interval, name="Interval", button_type="light"),
-            W.RadioButtonGroup.from_param(s.param.view, name="View", button_type="light"),
-            W.Select.from_param(s.param.mode, options={v: k for k, v in MODES.items()}, name="Profile mode"),
-            W.IntInput.from_param(s.param.row_ticks, name="Ticks per row (0 = auto)"),
-            W.FloatSlider.from_param(s.param.value_area, name="Value area"),
-            W.FloatInput.from_param(s.param.half_life, name="Half-life, s (0 = auto)"),
-            W.Toggle.from_param(s.param.follow, name="Follow live edge", button_type="primary"),
-            W.IntInput.from_param(s.param.window_minutes, name="Window while following (min)"),
+        col = pn.Column(
+            W.Select.from_param(s.param.symbol, options=self.symbols, label="Symbol"),
+            W.RadioButtonGroup.from_param(s.param.interval, label="Interval", color="light"),
+            W.RadioButtonGroup.from_param(s.param.view, label="View", color="light"),
+            W.Select.from_param(s.param.mode, options={v: k for k, v in MODES.items()}, label="Profile mode"),
+            W.IntInput.from_param(s.param.row_ticks, label="Ticks per row (0 = auto)"),
+            W.FloatSlider.from_param(s.param.value_area, label="Value area"),
+            W.FloatInput.from_param(s.param.half_life, label="Half-life, s (0 = auto)"),
+            W.Toggle.from_param(s.param.follow, label="Follow live edge", color="primary"),
+            W.IntInput.from_param(s.param.window_minutes, label="Window while following (min)"),
             pn.Card(display, title="Display", collapsed=False, sizing_mode="stretch_width"),
             pn.Card(footprint, title="Footprint", collapsed=True, sizing_mode="stretch_width"),
-            W.IntInput.from_param(s.param.update_ms, name="Refresh (ms)"),
+            W.IntInput.from_param(s.param.update_ms, label="Refresh (ms)"),
             pn.Card(pn.pane.HTML(self.embed_help(), stylesheets=[css_for(self.theme)], sizing_mode="stretch_width"),
                     title="Embed this chart", collapsed=True, sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
         )
+        for w in col.select(pn.widgets.Widget):
+            w.sizing_mode = "stretch_width"
+        return col
 
     def side(self) -> pn.Column:
         """Liquidations (with min-notional filter and the Binance note) over the time & sales tape."""
         s = self.settings
         W = pn.widgets
         return pn.Column(
-            W.FloatInput.from_param(s.param.liq_min_notional, name="Min liquidation notional", width=170),
+            W.FloatInput.from_param(s.param.liq_min_notional, label="Min liquidation notional", width=170),
             self.liqs,
-            W.FloatInput.from_param(s.param.tape_min_size, name="Min trade size (tape)", width=170),
+            W.FloatInput.from_param(s.param.tape_min_size, label="Min trade size (tape)", width=170),
             self.tape,
             width=300, sizing_mode="stretch_height", name="side",
         )
@@ -362,7 +370,7 @@ class Dashboard(param.Parameterized):
             port = f":{loc.port}" if loc.port else ""
             host = f"{loc.hostname}{port}"
             base = f"{loc.protocol or 'http:'}//{host}{loc.pathname or '/'}"
-        q = dict(query_of(self.settings))
+        q = dict(query_of(self.settings, self.defaults))
         q["embed"] = "1"
         src = base + "?" + urllib.parse.urlencode(q)
         snippet = f'<iframe src="{src}" width="1280" height="720" style="border:0"></iframe>'
@@ -380,15 +388,20 @@ class Dashboard(param.Parameterized):
         )
 
     def show_messages(self, messages: list[str]) -> None:
+        """Show plain-text messages (escaped) above the chart; the last 8 are kept."""
         self.messages = (self.messages + list(messages))[-8:]
         self.message.object = _messages_html(self.messages)
-        self.message.visible = True
+        self.message_box.visible = True
+
+    def dismiss_messages(self) -> None:
+        self.messages = []
+        self.message_box.visible = False
 
     def main(self) -> pn.Column:
         """Status, messages, the active view beside the side panels, and the profile summary."""
         self._show_view()
         return pn.Column(
-            self.message, self.status,
+            self.message_box, self.status,
             pn.Row(self.view_area, self.side(), sizing_mode="stretch_both"),
             self.summary, sizing_mode="stretch_both",
         )
@@ -396,7 +409,7 @@ class Dashboard(param.Parameterized):
     def embedded(self) -> pn.Column:
         """Chart only (no template): messages, a status line and the active view."""
         self._show_view()
-        return pn.Column(self.message, self.status, self.view_area, self.summary, sizing_mode="stretch_both",
+        return pn.Column(self.message_box, self.status, self.view_area, self.summary, sizing_mode="stretch_both",
                          styles={"background": self._th["bg"]}, margin=0)
 
     def start(self) -> None:
@@ -408,9 +421,10 @@ class Dashboard(param.Parameterized):
 
         self._cb = PeriodicCallback(callback=self.refresh, period=self.settings.update_ms, background=True)
         self._cb.start()
-        doc = pn.state.curdoc
+        doc = self._doc = pn.state.curdoc
         if doc is not None:
             pn.state._periodic.setdefault(doc, []).append(self._cb)
+            pn.state.onload(self.refresh)  # first data as soon as the page is shown, not one period later
 
     # -- refresh ---------------------------------------------------------------------
     async def refresh(self) -> None:
@@ -420,17 +434,28 @@ class Dashboard(param.Parameterized):
         its awaits). Shared results come from ``view.compute_async`` (the Redis-backed,
         cross-process cache) when the view has it, else from ``view.compute``.
         """
-        if self._busy:
+        if self._busy or not self._connected():
             return
         self._busy = True
+        _t0 = time.perf_counter()
         try:
             await self._refresh()
+            log.debug("refresh %.0f ms (mode %s, view %s)", (time.perf_counter() - _t0) * 1000, self.settings.mode,
+                      self.settings.view)
         except Exception as e:  # noqa: BLE001 - one bad refresh must not end the session's updates
             log.exception("dashboard refresh failed")
             self.status.object = (f'<span class="fl-status" style="color:{self._th["bad"]}">display error: '
                                   f"{html.escape(type(e).__name__)}: {html.escape(str(e))[:200]}</span>")
         finally:
             self._busy = False
+
+    def _connected(self) -> bool:
+        """False while no browser is connected to this session (a closed tab waiting to expire): skip work."""
+        doc = self._doc
+        ctx = getattr(doc, "session_context", None) if doc is not None else None
+        session = getattr(ctx, "_session", None)
+        count = getattr(session, "connection_count", None)
+        return count is None or count > 0
 
     async def _compute(self, view, kind: str, start: int, end: int, snap, **params):
         fn = getattr(view, "compute_async", None)
@@ -543,20 +568,21 @@ class Dashboard(param.Parameterized):
             return start, end
         lo, hi = float(vis["low"].min()), float(vis["high"].max())
         pad = max((hi - lo) * 0.06, tick * 5)
+        pad_low = max((hi - lo) * 0.28, tick * 5)  # the volume bars take the bottom fifth: keep candles above them
         ch.set_volume_scale(float(vis["volume"].max()))
         if s.follow or s.range_start is not None:
             room = (end - start) * (s.max_width / (1 - s.max_width) * 1.08 if s.show_profile else 0.03)
             self._set_x = (float(start), float(end + room))
-            ch.set_ranges(*self._set_x, lo - pad, hi + pad)
+            ch.set_ranges(*self._set_x, lo - pad_low, hi + pad)
         else:
-            ch.set_y(lo - pad, hi + pad)
+            ch.set_y(lo - pad_low, hi + pad)
         pend = min(end, int(snap.trades.time[-1]) + 1) if len(snap.trades) else end
         if pend <= start:
             self.profile.clear()
             return start, end
         row_size = self._row_size(lo, hi, tick, AUTO_ROWS_CHART)
         res, cols = await self._profile(view, snap, start, pend, row_size)
-        self._draw_profile(res, cols, tick, start, pend, row_size, hi - lo + 2 * pad)
+        self._draw_profile(res, cols, tick, start, pend, row_size, hi - lo + pad + pad_low)
         if s.developing and res is not None:
             dev = await self._compute(view, "developing", start, pend, snap, row_size=float(row_size),
                                       candle_ms=iv, value_area=float(s.value_area))
@@ -639,7 +665,7 @@ class Dashboard(param.Parameterized):
             f"Vol {fmt.volume(res.total_volume)} · Δ {fmt.volume(delta, signed=True)} · {res.trades:,} trades"
         )
         self.summary.object = (
-            f'<span class="fl-profile fl-summary" data-poc="{p(res.poc)}" data-vah="{p(res.vah)}" '
+            f'<span class="fl-profile fl-summary" title="{plain_title(text)}" data-poc="{p(res.poc)}" data-vah="{p(res.vah)}" '
             f'data-val="{p(res.val)}" data-from="{start}" data-to="{end}" data-row-size="{p(row_size)}" '
             f'data-trades="{res.trades}" data-mode="{s.mode}" data-kind="{res.kind}">{text}</span>'
         )
@@ -673,16 +699,15 @@ def create_page(registry, settings: DashboardSettings | None = None, interval_ms
         symbols = sorted({*symbols, base.symbol})
     args = _session_args() if query is None else query
     values, messages = parse_query(args, symbols, base)
+    defaults = {k: v for k, v in base.param.values().items() if k != "name"}
     base.param.update(**values)
     dash = Dashboard(registry, settings=base, symbols=symbols, messages=messages, interval_ms=interval_ms)
+    dash.defaults = defaults
     s = dash.settings
     autoload = any(str(k).startswith("bokeh-autoload") or str(k) == "bokeh-absolute-url" for k in args)
     dash._url_sync = not autoload
     if pn.state.curdoc is not None:
-        try:
-            pn.config.theme = s.theme
-        except Exception:  # noqa: BLE001 - theme is cosmetic
-            pass
+        pn.config.theme = "dark" if s.theme == "dark" else "default"
     if s.embed:
         page = dash.embedded()
     else:

@@ -106,7 +106,7 @@ class PriceChart:
         # heat-map (behind everything): datashader aggregate from the shared view, coloured in the browser
         self.heat_mapper = EqHistColorMapper(palette=heatmap_palette(theme), nan_color=(0, 0, 0, 0))
         self.heat_image = p.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.heat,
-                                  color_mapper=self.heat_mapper, global_alpha=0.8, visible=False, name="heatmap_image")
+                                  color_mapper=self.heat_mapper, global_alpha=0.5, visible=False, name="heatmap_image")
         self.heat_bar = ColorBar(color_mapper=self.heat_mapper, orientation="horizontal", location="top_left",
                                  formatter=NumeralTickFormatter(format="0.[00]a"),
                                  width=170, height=7, title="traded volume per cell", title_text_font_size="10px",

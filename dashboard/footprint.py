@@ -26,7 +26,7 @@ from bokeh.plotting import figure
 
 from . import fmt
 from .chart import price_format, style_figure
-from .profile_layer import ProfileLayer, _update_source
+from .profile_layer import ProfileLayer, _update_source, signed_strength
 from .theme import HEAT, THEMES, colours, delta_palette
 
 CELL_COLUMNS = ("x", "y", "w", "h", "fill", "fill_alpha", "text", "text_colour", "font_style", "line",
@@ -79,7 +79,7 @@ def footprint_columns(res, mode: str, theme: str) -> dict:
     elif mode == "delta":
         text = [("+" if d > 0 else "") + _num(d) if d >= 0 else "-" + _num(-d) for d in delta.tolist()]
         mx = float(np.abs(delta).max()) if n else 1.0
-        fill = colours(delta_palette(theme), 0.5 + 0.5 * (delta / mx if mx > 0 else delta * 0))
+        fill = colours(delta_palette(theme), 0.5 + 0.5 * signed_strength(delta, mx))
         fill_alpha = np.full(n, 0.7)
     elif mode == "total":
         text = [_num(v) for v in vol.tolist()]

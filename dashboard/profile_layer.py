@@ -13,7 +13,7 @@ ColumnDataSources (one set per session) and attaches renderers to one or
 more figures (the candle chart and the footprint), all fed by the same sources.
 
 Modes (issue 6 item 2): ``buysell`` (stacked buy/sell), ``delta`` (one bar per
-row coloured by a red-neutral-green gradient of delta / max |delta|),
+row coloured by a red-neutral-green gradient of the delta's strength, :func:`signed_strength`),
 ``heatmap`` (rows coloured by volume / max volume, #1a1a3a -> #ff8c00 -> #ff0000),
 ``recency`` (bars = recency-weighted volume, colour = the row's volume-weighted
 mean trade time, old rows faded, recent bright), ``tpo`` (bars = TPO counts) and
@@ -27,14 +27,14 @@ the row's dominant side, so colour is never needed to tell them apart.
 from __future__ import annotations
 
 import numpy as np
-from bokeh.models import CDSView, ColumnDataSource, GroupFilter, HoverTool, Label, Range1d, Span
+from bokeh.models import ColumnDataSource, HoverTool, Label, Range1d, Span
 
 from . import fmt
 from .theme import HEAT, THEMES, colours, delta_palette, recency_palette
 
 PROFILE_COLUMNS = (
     "y", "h", "price_low", "price_high", "volume", "buy", "sell", "delta", "trades", "buy_pct", "sell_pct",
-    "a0", "a1", "b0", "b1", "ca", "cb", "alpha", "ha", "hb", "m1", "m2",
+    "a0", "a1", "b0", "b1", "ca", "cb", "alpha", "a1_buy", "a1_sell", "b1_buy", "b1_sell", "m1", "m2",
 )
 SPLIT_COLUMNS = ("x0", "x1", "y", "colour", "text", "tx")
 PERCENTILE_COLUMNS = ("y", "text", "tx")
@@ -49,6 +49,14 @@ def _side_hatch(delta: np.ndarray) -> list[str]:
     return np.where(delta > 0, BUY_HATCH, np.where(delta < 0, SELL_HATCH, " ")).tolist()
 
 
+def signed_strength(delta: np.ndarray, max_abs: float) -> np.ndarray:
+    """Delta intensity in [-1, 1]: ``sign(d) * sqrt(|d| / max|d|)`` (square root so moderate rows still show colour)."""
+    d = np.asarray(delta, dtype=np.float64)
+    if not max_abs > 0:
+        return np.zeros_like(d)
+    return np.sign(d) * np.sqrt(np.abs(d) / max_abs)
+
+
 def profile_columns(res, mode: str, width: float, theme: str) -> tuple[dict, dict]:
     """Columns of the profile source (:data:`PROFILE_COLUMNS`) and of the split-POC source.
 
@@ -57,8 +65,9 @@ def profile_columns(res, mode: str, width: float, theme: str) -> tuple[dict, dic
     Bar extents ``a0..a1`` and ``b0..b1`` are in the ``vp`` range (0-1). Colours are
     ``#rrggbb`` strings; ``alpha`` is 0.9 inside the value area and 0.45 outside.
     ``m1``/``m2`` are the mode's own numbers for the tooltip (TPO count, weighted volume,
-    first/second-half volume). ``ha``/``hb`` are the hatch patterns of bars a/b (``/`` buy,
-    ``\\`` sell, blank none), drawn by overlays when hatching is on. Returns ``(profile, split)``.
+    first/second-half volume). Hatching (drawn by overlays when it is on) is given as right
+    edges per pattern: ``a1_buy`` is ``a1`` where bar a is hatched ``/`` (buy) and ``a0`` (no
+    width) elsewhere; likewise ``a1_sell`` (``\\``), ``b1_buy``, ``b1_sell``. Returns ``(profile, split)``.
     """
     th = THEMES[theme]
     vol = np.asarray(res.volume, dtype=np.float64)
@@ -128,7 +137,7 @@ def profile_columns(res, mode: str, width: float, theme: str) -> tuple[dict, dic
         elif mode == "delta":
             measure = vol
             mx = float(np.abs(delta).max()) if n else 0.0
-            ca = colours(delta_palette(theme), 0.5 + 0.5 * (delta / mx if mx > 0 else delta * 0))
+            ca = colours(delta_palette(theme), 0.5 + 0.5 * signed_strength(delta, mx))
         elif mode == "heatmap":
             measure = vol
             mx = float(vol.max()) if n else 0.0
@@ -140,13 +149,17 @@ def profile_columns(res, mode: str, width: float, theme: str) -> tuple[dict, dic
         b0 = b1 = right
         cb = ca
         ha, hb = side_hatch, blank
+    a0, a1, b0, b1 = (np.asarray(v, dtype=np.float64) for v in (a0, a1, b0, b1))
+    ha, hb = np.asarray(ha), np.asarray(hb)
     prof = {
+        "a1_buy": np.where(ha == BUY_HATCH, a1, a0), "a1_sell": np.where(ha == SELL_HATCH, a1, a0),
+        "b1_buy": np.where(hb == BUY_HATCH, b1, b0), "b1_sell": np.where(hb == SELL_HATCH, b1, b0),
         "y": low + rs / 2, "h": np.full(n, rs * 0.9), "price_low": low, "price_high": low + rs,
         "volume": vol, "buy": buy, "sell": sell, "delta": delta,
         "trades": np.asarray(res.trades_per_row, dtype=np.int64), "buy_pct": buy_pct, "sell_pct": 100.0 - buy_pct,
         "a0": np.asarray(a0, dtype=np.float64), "a1": np.asarray(a1, dtype=np.float64),
         "b0": np.asarray(b0, dtype=np.float64), "b1": np.asarray(b1, dtype=np.float64),
-        "ca": list(ca), "cb": list(cb), "alpha": np.where(in_va, 0.9, 0.45), "ha": list(ha), "hb": list(hb),
+        "ca": list(ca), "cb": list(cb), "alpha": np.where(in_va, 0.9, 0.45),
         "m1": np.asarray(m1, dtype=np.float64), "m2": np.asarray(m2, dtype=np.float64),
     }
     return prof, split
@@ -195,21 +208,22 @@ class ProfileLayer:
         """Add the profile renderers and annotations to ``fig``; model names get ``prefix``."""
         th = self.theme
         fig.extra_x_ranges = {**fig.extra_x_ranges, "vp": Range1d(0, 1, name=f"{prefix}vp_range")}
-        strip = fig.hstrip(y0="y0", y1="y1", source=self.highlight, fill_color=th["highlight"], fill_alpha=0.16,
+        strip = fig.hstrip(y0="y0", y1="y1", source=self.highlight, fill_color=th["highlight"], fill_alpha=0.3,
                            line_color=th["highlight"], line_alpha=0.7, line_width=1, name=f"{prefix}highlight_band")
         kw = dict(source=self.source, y="y", height="h", x_range_name="vp", line_color=None)
         bars_a = fig.hbar(left="a0", right="a1", fill_color="ca", fill_alpha="alpha", name=f"{prefix}profile_a", **kw)
         bars_b = fig.hbar(left="b0", right="b1", fill_color="cb", fill_alpha="alpha", name=f"{prefix}profile_b", **kw)
-        # Hatching: one overlay per (bar, pattern) with a constant pattern and a filtered view
-        # (a per-row hatch field makes BokehJS rebuild patterns on every render: far too slow).
+        # Hatching: one overlay per (bar, pattern) with a constant pattern over columns whose rows
+        # are zero-width where that pattern does not apply (a per-row hatch *field* makes BokehJS
+        # rebuild patterns on every render, far too slow; a filtered CDSView goes stale when the
+        # row count changes).
         hatches = []
-        for left, right, col in (("a0", "a1", "ha"), ("b0", "b1", "hb")):
-            for pattern in (BUY_HATCH, SELL_HATCH):
+        for left, bar in (("a0", "a1"), ("b0", "b1")):
+            for pattern, side in ((BUY_HATCH, "buy"), (SELL_HATCH, "sell")):
                 hatches.append(fig.hbar(
-                    left=left, right=right, fill_color=None, hatch_pattern=pattern, hatch_color=th["hatch"],
-                    hatch_alpha=0.5, hatch_scale=8, hatch_weight=1.2, visible=False,
-                    view=CDSView(filter=GroupFilter(column_name=col, group=pattern)),
-                    name=f"{prefix}hatch_{col}_{'buy' if pattern == BUY_HATCH else 'sell'}", **kw))
+                    left=left, right=f"{bar}_{side}", fill_color=None, hatch_pattern=pattern,
+                    hatch_color=th["hatch"], hatch_alpha=0.5, hatch_scale=8, hatch_weight=1.2, visible=False,
+                    name=f"{prefix}hatch_{bar}_{side}", **kw))
         hover = HoverTool(renderers=[bars_a, bars_b], tooltips=tooltips("buysell", 2), point_policy="follow_mouse",
                           name=f"{prefix}profile_hover")
         fig.add_tools(hover)

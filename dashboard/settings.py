@@ -258,12 +258,17 @@ def parse_query(args: Mapping[str, Sequence], symbols: Sequence[str] = (),
     return values, messages
 
 
-def query_of(settings: DashboardSettings) -> dict[str, str]:
-    """The URL query (short names) that recreates ``settings``: only values that differ from the defaults."""
+def query_of(settings: DashboardSettings, defaults: Mapping | None = None) -> dict[str, str]:
+    """The URL query (short names) that recreates ``settings``: only values that differ from the defaults.
+
+    ``defaults`` (parameter name -> value) are the page's starting values, e.g. the
+    server's symbol and refresh period; missing names use the class defaults.
+    """
     out = {}
+    defaults = defaults or {}
     for name, url in URL_NAMES.items():
         v = getattr(settings, name)
-        if v == DashboardSettings.param[name].default:
+        if v == defaults.get(name, DashboardSettings.param[name].default):
             continue
         if isinstance(v, bool):
             out[url] = "1" if v else "0"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import time
 
 from . import fmt
@@ -118,4 +119,10 @@ def status_html(snap, theme: str = "dark", now: float | None = None) -> str:
         hb_s = _num(hb) / 1000
         if now - hb_s > STALE_AFTER_S:
             parts.append(f'<span style="color:{th["bad"]}">stale since {fmt.clock(hb_s)}</span>')
-    return '<span class="fl-status">' + " · ".join(parts) + "</span>"
+    inner = " · ".join(parts)
+    return f'<span class="fl-status" title="{plain_title(inner)}">{inner}</span>'
+
+
+def plain_title(markup: str) -> str:
+    """The text of trusted ``markup`` (tags dropped), escaped for a ``title`` attribute."""
+    return html.escape(html.unescape(re.sub(r"<[^>]+>", "", markup)), quote=True)

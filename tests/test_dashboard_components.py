@@ -268,7 +268,10 @@ def test_profile_columns_geometry(trades, mode):
     if mode == "buysell":  # buy + sell bars add up to the row's volume, the largest row spans the width
         np.testing.assert_allclose((a1 - a0) + (b1 - b0), vol / vol.max() * width)
         np.testing.assert_allclose(b1 - b0, np.asarray(res.sell) / vol.max() * width)
-        assert prof["ha"][0] == "/" and prof["hb"][0] == "\\"
+        np.testing.assert_array_equal(prof["a1_buy"], a1)  # buys hatched /, sells \\
+        np.testing.assert_array_equal(prof["b1_sell"], b1)
+        np.testing.assert_array_equal(prof["a1_sell"], a0)
+        np.testing.assert_array_equal(prof["b1_buy"], b0)
     elif mode == "split":  # halves mirrored around the centre of the profile area
         c = 1 - width / 2
         np.testing.assert_allclose(a1, c)
@@ -283,7 +286,10 @@ def test_profile_columns_geometry(trades, mode):
         measure = np.asarray(measure, dtype=float)
         np.testing.assert_allclose(a1 - a0, measure / measure.max() * width)
         delta = np.asarray(res.delta)
-        assert [h for h, d in zip(prof["ha"], delta, strict=True) if d > 0] == ["/"] * int((delta > 0).sum())
+        hatched_buy = np.asarray(prof["a1_buy"]) > a0  # single bars hatched by the row's dominant side
+        hatched_sell = np.asarray(prof["a1_sell"]) > a0
+        np.testing.assert_array_equal(hatched_buy, (delta > 0) & (a1 > a0))
+        np.testing.assert_array_equal(hatched_sell, (delta < 0) & (a1 > a0))
     if mode == "delta":  # the row with the largest |delta| takes the full buy (green) or sell (red) colour
         i = int(np.argmax(np.abs(res.delta)))
         assert prof["ca"][i] == ("#26a69a" if res.delta[i] > 0 else "#ef5350")
@@ -428,9 +434,11 @@ async def test_click_on_profile_row_highlights_and_clears(trades):
 def test_messages_are_shown_as_text():
     dash = Dashboard(Registry(None), DashboardSettings(), symbols=["BTCUSDT"],
                      messages=["symbol='<script>window.__pwned=1</script>' refused: not a symbol name"])
-    assert dash.message.visible
+    assert dash.message_box.visible
     assert "<script>" not in dash.message.object
     assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in dash.message.object
+    dash.dismiss_messages()
+    assert not dash.message_box.visible
 
 
 async def test_session_through_a_real_symbol_view_on_valkey(trades, valkey_url):
