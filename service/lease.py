@@ -22,6 +22,7 @@ import param
 
 from store import keys
 from store.ingest import REDIS_ERRORS, IngestService
+from store.tasks import TaskOwner
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class IngestLease(param.Parameterized):
         return v.decode() if v else None
 
 
-class IngestSupervisor(param.Parameterized):
+class IngestSupervisor(TaskOwner, param.Parameterized):
     """Run the ingest service for one symbol while this process holds the lease.
 
     ``make_source(resume_after_id)`` builds a fresh source positioned after the
@@ -83,19 +84,9 @@ class IngestSupervisor(param.Parameterized):
         self.make_source = make_source
         self.make_ingest = make_ingest
         self.ingest: IngestService | None = None
-        self._task: asyncio.Task | None = None
-
-    def start(self) -> asyncio.Task:
-        self._task = asyncio.ensure_future(self.run())
-        return self._task
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await self.stop_task()
         await self._drop()
         try:
             await self.lease.release()

@@ -15,7 +15,6 @@ buffer is full are the oldest batches dropped, and they are counted in
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import logging
 import time
@@ -29,13 +28,14 @@ from compute.candles import CandleAccumulator
 from compute.grid import infer_tick
 
 from .redis_store import RedisStore
+from .tasks import TaskOwner
 
 log = logging.getLogger(__name__)
 
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
-class IngestService(param.Parameterized):
+class IngestService(TaskOwner, param.Parameterized):
     """Write one symbol's trades from ``source`` into Redis.
 
     ``source`` is an async iterable of :class:`compute.batch.TradeBatch` (in
@@ -72,7 +72,6 @@ class IngestService(param.Parameterized):
         self._pending: collections.deque = collections.deque()
         self._pending_trades = 0
         self._rate: collections.deque = collections.deque()
-        self._task: asyncio.Task | None = None
         self._down_since: float | None = None
         self._infer_tick = self.tick is None
         self._verify = False
@@ -81,19 +80,9 @@ class IngestService(param.Parameterized):
         """Continue the open candle already in Redis (see :meth:`compute.candles.CandleAccumulator.seed`)."""
         self._candles.seed(candle)
 
-    def start(self) -> asyncio.Task:
-        """Run :meth:`run` as a task on the current event loop."""
-        self._task = asyncio.ensure_future(self.run())
-        return self._task
-
     async def stop(self) -> None:
         """Cancel the task, wait for it and close the source (when it can be closed)."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await self.stop_task()
         close = getattr(self.source, "aclose", None)
         if close is not None:
             try:

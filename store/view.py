@@ -34,6 +34,7 @@ from compute.timeweighted import recency_profile, tpo_profile
 from .cache import SharedCache, quantize
 from .ingest import REDIS_ERRORS
 from .redis_store import RedisStore, unpack_candles
+from .tasks import TaskOwner
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class Snapshot:
         return float(self.meta.get("tick", 0.01))
 
 
-class SymbolView:
+class SymbolView(TaskOwner):
     """Tail one symbol's Redis data into memory for the sessions of this process.
 
     Parameters
@@ -94,7 +95,6 @@ class SymbolView:
         self._liq: pd.DataFrame | None = None
         #: incremental per-bucket, per-tick aggregates of the trades held (answers the profile kinds)
         self.pstore: ProfileStore | None = None
-        self._task: asyncio.Task | None = None
         self._cache: collections.OrderedDict = collections.OrderedDict()
         self._locks: dict = {}
         self._lock = threading.Lock()
@@ -104,21 +104,6 @@ class SymbolView:
         self.cache = cache if cache is not None else SharedCache(store.r)
         self._shared: collections.OrderedDict = collections.OrderedDict()
         self._inflight: dict = {}
-
-    def start(self) -> asyncio.Task:
-        """Run :meth:`run` as a task on the current event loop."""
-        if self._task is None:
-            self._task = asyncio.ensure_future(self.run())
-        return self._task
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
 
     async def run(self) -> None:
         """Bootstrap from the whole kept stream, then follow it until cancelled."""
