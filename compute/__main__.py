@@ -1,4 +1,7 @@
-"""Command line: ``python -m compute profile FILE --tick 0.01 --row-size 5 [...]`` prints JSON.
+"""Command line: ``python -m compute profile|footprint FILE --tick 0.01 --row-size 5 [...]`` prints JSON.
+
+``footprint FILE --tick T --row-size R [--candle 1m] [--imbalance-ratio 3] [--stacked 3] [--min-volume V]
+[--keep-zeros] [--from MS] [--to MS]`` prints the footprint (candles, cells, stacked imbalances, levels).
 
 ``profile FILE --tick T --row-size R [--value-area 0.7] [--value-area-method single|dual]
 [--from MS] [--to MS] [--kind volume|recency|tpo|split] [--half-life S] [--tpo-block MS]
@@ -98,9 +101,44 @@ def _profile_run(args) -> dict:
     return res.to_dict()
 
 
+# -- footprint ----------------------------------------------------------------------------
+_CANDLES = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000, "1h": 3_600_000,
+            "4h": 14_400_000, "1d": 86_400_000}
+
+
+def _candle(text: str) -> int:
+    if text in _CANDLES:
+        return _CANDLES[text]
+    raise argparse.ArgumentTypeError(f"candle must be one of {', '.join(_CANDLES)}, got {text!r}")
+
+
+def _footprint_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="trade file (Binance trades/aggTrades dump, tardis CSV, WebSocket recording)")
+    p.add_argument("--tick", type=float, required=True, help="tick size (quote currency)")
+    p.add_argument("--row-size", type=float, required=True, help="row size, a whole number of ticks")
+    p.add_argument("--candle", type=_candle, default=60_000, help="candle interval: 1m (default), 5m, 15m, 1h ...")
+    p.add_argument("--imbalance-ratio", type=float, default=3.0, help="diagonal imbalance ratio (default 3.0)")
+    p.add_argument("--stacked", type=int, default=3, help="rows in a stacked imbalance (default 3)")
+    p.add_argument("--min-volume", type=float, default=0.0, help="smallest imbalanced cell volume (base asset)")
+    p.add_argument("--keep-zeros", action="store_true", help="let a zero cell create an imbalance")
+    p.add_argument("--from", dest="start", type=_ms, default=None, help="range start, UTC ms, inclusive")
+    p.add_argument("--to", dest="end", type=_ms, default=None, help="range end, UTC ms, exclusive")
+
+
+def _footprint_run(args) -> dict:
+    from .footprint import footprint
+
+    res = footprint(_read(args.file), args.tick, args.row_size, interval_ms=args.candle,
+                    imbalance_ratio=args.imbalance_ratio, ignore_zeros=not args.keep_zeros,
+                    min_volume=args.min_volume, stacked_min=args.stacked, start=args.start, end=args.end)
+    return res.to_dict()
+
+
 #: name -> (help, add_arguments(parser), run(args) -> JSON-able)
 COMMANDS = {
     "profile": ("volume profile of a trade file as JSON", _profile_args, _profile_run),
+    "footprint": ("footprint candles (bid x ask per row, imbalances, CVD) of a trade file as JSON",
+                  _footprint_args, _footprint_run),
 }
 
 

@@ -129,3 +129,39 @@ def test_bad_kind_arguments_one_line_exit_2(capsys, args, needle):
     code, out, err = run_inproc(capsys, "profile", RECORDING, "--tick", "0.01", "--row-size", "5", *args)
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and needle in err, err
+
+
+def test_footprint_command_agrees_with_the_function(recording_path):
+    import io
+    import sys
+
+    import orjson
+
+    from compute.__main__ import main
+    from compute.footprint import footprint
+    from feeds.readers import read_trades
+
+    b = read_trades(recording_path)
+    s, e = int(b.time[0]) // 60_000 * 60_000, int(b.time[0]) // 60_000 * 60_000 + 1_800_000
+    class Buf:  # main writes bytes to sys.stdout.buffer
+        buffer = io.BytesIO()
+
+    old = sys.stdout
+    sys.stdout = Buf
+    try:
+        code = main(["footprint", str(recording_path), "--tick", "0.01", "--row-size", "5", "--candle", "5m",
+                     "--from", str(s), "--to", str(e)])
+    finally:
+        sys.stdout = old
+    assert code == 0
+    got = orjson.loads(Buf.buffer.getvalue())
+    want = footprint(b, 0.01, 5.0, interval_ms=300_000, start=s, end=e).to_dict()
+    assert got == orjson.loads(orjson.dumps(want, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS))
+    assert len(got["candles"]) == 6
+
+
+def test_footprint_command_rejects_a_bad_candle(recording_path, capsys):
+    from compute.__main__ import main
+
+    assert main(["footprint", str(recording_path), "--tick", "0.01", "--row-size", "5", "--candle", "7m"]) == 2
+    assert "candle must be one of" in capsys.readouterr().err
