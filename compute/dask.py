@@ -57,7 +57,7 @@ from .candles import CANDLE_COLUMNS as OHLCV_COLUMNS
 from .candles import candles as _candles
 from .footprint import FootprintResult, poc_rows
 from .footprint import footprint as _footprint
-from .heatmap import AGGS
+from .heatmap import canvas, check_grid, check_ranges, label
 from .levels import DevelopingResult, check_candle, developing_from_entries
 from .result import (
     DEFAULT_PERCENTILES,
@@ -778,11 +778,7 @@ def heatmap(
     ValueError
         As :func:`compute.heatmap.heatmap`.
     """
-    if agg not in AGGS:
-        raise ValueError(f"agg must be one of {AGGS}, got {agg!r}")
-    width, height = int(width), int(height)
-    if width < 1 or height < 1:
-        raise ValueError(f"width and height must be >= 1, got {width} x {height}")
+    width, height = check_grid(agg, width, height)
     ddf = as_dask(ddf)
     if None in (start, end, price_low, price_high):
         b = bounds(ddf, symbol, client=client, progress=progress)
@@ -790,32 +786,16 @@ def heatmap(
         end = b["end"] - 1 if end is None else end
         price_low = b["price_low"] if price_low is None else price_low
         price_high = b["price_high"] if price_high is None else price_high
-    if not start < end:
-        raise ValueError(f"empty time range: start {start} >= end {end}")
-    if not price_low < price_high:
-        raise ValueError(f"empty price range: {price_low} >= {price_high}")
+    check_ranges(start, end, price_low, price_high)
     scale = float(qty_scale(qty_decimals))
     meta = pd.DataFrame({"time": np.empty(0, np.int64), "price": np.empty(0, np.float64)})
     if agg != "count":
         meta["w"] = np.empty(0, np.float64)
     frame = ddf.map_partitions(_heat_part, agg, scale, symbol, exact, meta=meta)
-    canvas = ds.Canvas(plot_width=width, plot_height=height, x_range=(start, end),
-                       y_range=(float(price_low), float(price_high)))
+    cvs = canvas(start, end, price_low, price_high, width, height)
     with _scheduler(client), _progress(progress and client is None, f"heat-map {agg}"):
-        out = canvas.points(frame, "time", "price", agg=ds.count() if agg == "count" else ds.sum("w"))
+        out = cvs.points(frame, "time", "price", agg=ds.count() if agg == "count" else ds.sum("w"))
     if agg != "count" and exact:
         out = out / scale
-    out.name = agg
-    out.attrs = {
-        "agg": agg,
-        "units": {"volume": "base asset", "delta": "base asset (taker buy - taker sell)", "count": "trades"}[agg],
-        "x": "trade time, UTC ms (bin centres)",
-        "y": "price, quote currency (bin centres)",
-        "x_range": (start, end),
-        "y_range": (float(price_low), float(price_high)),
-        "x_edges": np.linspace(start, end, width + 1),
-        "y_edges": np.linspace(float(price_low), float(price_high), height + 1),
-        "exact": bool(exact),
-        "partitions": int(ddf.npartitions),
-    }
-    return out
+    return label(out, agg, start, end, price_low, price_high, width, height, exact=bool(exact),
+                 partitions=int(ddf.npartitions))

@@ -63,6 +63,48 @@ def _frame(trades, agg: str) -> pd.DataFrame:
     return pd.DataFrame(cols, copy=False)
 
 
+def check_grid(agg: str, width: int, height: int) -> tuple[int, int]:
+    """Validate the aggregation and grid size; returns ``(width, height)`` as ints. Raises ValueError."""
+    if agg not in AGGS:
+        raise ValueError(f"agg must be one of {AGGS}, got {agg!r}")
+    width, height = int(width), int(height)
+    if width < 1 or height < 1:
+        raise ValueError(f"width and height must be >= 1, got {width} x {height}")
+    return width, height
+
+
+def check_ranges(start, end, price_low, price_high) -> None:
+    """Raise ValueError for an empty or reversed time or price range."""
+    if not start < end:
+        raise ValueError(f"empty time range: start {start} >= end {end}")
+    if not price_low < price_high:
+        raise ValueError(f"empty price range: {price_low} >= {price_high}")
+
+
+def canvas(start, end, price_low, price_high, width: int, height: int) -> ds.Canvas:
+    """The datashader canvas of the grid: time on x, price on y (both ranges inclusive)."""
+    return ds.Canvas(plot_width=width, plot_height=height, x_range=(start, end),
+                     y_range=(float(price_low), float(price_high)))
+
+
+def label(out: xr.DataArray, agg: str, start, end, price_low, price_high, width: int, height: int,
+          **extra) -> xr.DataArray:
+    """Name the aggregate and attach ``agg``, ``units``, ranges and bin edges (see :func:`heatmap`)."""
+    out.name = agg
+    out.attrs = {
+        "agg": agg,
+        "units": {"volume": "base asset", "delta": "base asset (taker buy - taker sell)", "count": "trades"}[agg],
+        "x": "trade time, UTC ms (bin centres)",
+        "y": "price, quote currency (bin centres)",
+        "x_range": (start, end),
+        "y_range": (float(price_low), float(price_high)),
+        "x_edges": np.linspace(start, end, width + 1),
+        "y_edges": np.linspace(float(price_low), float(price_high), height + 1),
+        **extra,
+    }
+    return out
+
+
 def heatmap(
     trades,
     start: int,
@@ -104,30 +146,9 @@ def heatmap(
     TypeError
         If ``trades`` is neither a TradeBatch nor a DataFrame.
     """
-    if agg not in AGGS:
-        raise ValueError(f"agg must be one of {AGGS}, got {agg!r}")
-    width, height = int(width), int(height)
-    if width < 1 or height < 1:
-        raise ValueError(f"width and height must be >= 1, got {width} x {height}")
-    if not start < end:
-        raise ValueError(f"empty time range: start {start} >= end {end}")
-    if not price_low < price_high:
-        raise ValueError(f"empty price range: {price_low} >= {price_high}")
+    width, height = check_grid(agg, width, height)
+    check_ranges(start, end, price_low, price_high)
     df = _frame(trades, agg)
-    canvas = ds.Canvas(
-        plot_width=width, plot_height=height, x_range=(start, end), y_range=(float(price_low), float(price_high)),
-    )
     reduction = ds.count() if agg == "count" else ds.sum("qty")
-    out = canvas.points(df, "time", "price", agg=reduction)
-    out.name = agg
-    out.attrs = {
-        "agg": agg,
-        "units": {"volume": "base asset", "delta": "base asset (taker buy - taker sell)", "count": "trades"}[agg],
-        "x": "trade time, UTC ms (bin centres)",
-        "y": "price, quote currency (bin centres)",
-        "x_range": (start, end),
-        "y_range": (float(price_low), float(price_high)),
-        "x_edges": np.linspace(start, end, width + 1),
-        "y_edges": np.linspace(float(price_low), float(price_high), height + 1),
-    }
-    return out
+    out = canvas(start, end, price_low, price_high, width, height).points(df, "time", "price", agg=reduction)
+    return label(out, agg, start, end, price_low, price_high, width, height)
