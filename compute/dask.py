@@ -185,15 +185,19 @@ def _dense(rows: np.ndarray, qint: np.ndarray, sell: np.ndarray):
     return r0, vol, buy, np.bincount(idx, minlength=n).astype(np.int64)
 
 
-def _part_rows(df, tick, tpr, scale, s, e, split_at, symbol, tpo_block):
-    """Per-row integer sums of one partition in ``[s, e)`` (optionally per half), plus stats."""
+def _part_prelude(df, tick, tpr, scale, s, e, symbol):
+    """One partition's trades in ``[s, e)`` on the row grid: (stats, time, ibm, exact qty, row index)."""
     time, price, qty, ibm, _, seen = _columns(df, symbol)
     out = {"seen": seen, "tmin": int(time[0]) if len(time) else None, "tmax": int(time[-1]) if len(time) else None}
     sl = _in_range(time, s, e)
     time, price, qty, ibm = time[sl], price[sl], qty[sl], ibm[sl]
     check_prices(price)
-    qint = qty_to_int(qty, scale)
-    rows = grid.row_index(price, tick, tpr)
+    return out, time, ibm, qty_to_int(qty, scale), grid.row_index(price, tick, tpr)
+
+
+def _part_rows(df, tick, tpr, scale, s, e, split_at, symbol, tpo_block):
+    """Per-row integer sums of one partition in ``[s, e)`` (optionally per half), plus stats."""
+    out, time, ibm, qint, rows = _part_prelude(df, tick, tpr, scale, s, e, symbol)
     out["n"] = len(time)
     if split_at is None:
         out["all"] = _dense(rows, qint, ibm)
@@ -465,13 +469,7 @@ def profile(ddf, kind: str, tick: float, row_size: float, **kw) -> ProfileResult
 
 # -- developing levels -----------------------------------------------------------------------------
 def _part_entries(df, tick, tpr, scale, s, e, candle_ms, symbol):
-    time, price, qty, ibm, _, seen = _columns(df, symbol)
-    out = {"seen": seen, "tmin": int(time[0]) if len(time) else None, "tmax": int(time[-1]) if len(time) else None}
-    sl = _in_range(time, s, e)
-    time, price, qty, ibm = time[sl], price[sl], qty[sl], ibm[sl]
-    check_prices(price)
-    qint = qty_to_int(qty, scale)
-    rows = grid.row_index(price, tick, tpr)
+    out, time, ibm, qint, rows = _part_prelude(df, tick, tpr, scale, s, e, symbol)
     out["all"] = _dense(rows, qint, ibm)
     if len(time):
         c = time // candle_ms

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import shutil
 from pathlib import Path
@@ -28,6 +30,19 @@ def chromium_path() -> str:
     path = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
     require(path is not None, "Debian chromium is not installed (make browser / apt-get install chromium)")
     return path
+
+
+def hft_trades(path: Path, symbol: str) -> list[dict]:
+    """The ``trade`` payloads of ``symbol`` in a raw hftbacktest recording (``<receive ns> <frame>`` lines)."""
+    out = []
+    with gzip.open(path, "rt") as f:
+        for line in f:
+            _, _, frame = line.partition(" ")
+            if '"e":"trade"' in frame:
+                d = json.loads(frame)["data"]
+                if d["s"] == symbol:
+                    out.append(d)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ import csv
 import datetime as dt
 import gzip
 import io
-import json
 import os
 import sys
 import zipfile
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import hft_trades
 
 from feeds.backfill import (
     ChecksumError,
@@ -35,18 +35,6 @@ from feeds.recorder import TRADES_SCHEMA, read_trades
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ROOT / "assets" / "recordings" / "BTCUSDT-trades-2020-02-22.00-12UTC.csv.gz"
-
-
-def hft_trades(path: Path, symbol: str) -> list[dict]:
-    out = []
-    with gzip.open(path, "rt") as f:
-        for line in f:
-            _, _, frame = line.partition(" ")
-            if '"e":"trade"' in frame:
-                d = json.loads(frame)["data"]
-                if d["s"] == symbol:
-                    out.append(d)
-    return out
 
 
 def zip_requests(srv: LocalBinance) -> list[dict]:

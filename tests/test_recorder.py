@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from conftest import hft_trades
 
 from feeds.localbinance import LocalBinance, load_recording
 from feeds.recorder import (
@@ -38,18 +39,6 @@ from feeds.recorder import (
 ROOT = Path(__file__).resolve().parents[1]
 CLIENT_FAST = dict(heartbeat=2.0, reconnect_initial=0.02, reconnect_max=0.2, connect_interval=0.0,
                    flush_interval=0.01, reorder_grace=0.05, gap_fill_timeout=4.0, rest_request_timeout=2.0)
-
-
-def hft_trades(path: Path, symbol: str) -> list[dict]:
-    out = []
-    with gzip.open(path, "rt") as f:
-        for line in f:
-            _, _, frame = line.partition(" ")
-            if '"e":"trade"' in frame:
-                d = json.loads(frame)["data"]
-                if d["s"] == symbol:
-                    out.append(d)
-    return out
 
 
 def parts(out: Path) -> list[Path]:
