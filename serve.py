@@ -48,6 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="data.binance.vision origin override (a mirror or the local server).")
     p.add_argument("--backfill-end", default=None, help=argparse.SUPPRESS)  # tests: end of the seeded hours (UTC ms)
     p.add_argument("--speed", type=float, default=10.0, help="replay speed factor (default 10x).")
+    p.add_argument("--liquidations", default=None,
+                   help="replay: also replay the forceOrder frames of this file (JSON lines) in step with the trades.")
     p.add_argument("--symbol", default=None, help="symbol to show/ingest (default: the recording's symbol).")
     p.add_argument("--tick", type=float, default=None, help="tick size (default: inferred from the recording).")
     p.add_argument("--port", type=int, default=5006, help="HTTP port (0 = any free port; default 5006).")
@@ -80,6 +82,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not args.live_symbols or any(not x.isalnum() or len(x) > 20 for x in args.live_symbols):
         p.error(f"bad --symbols {raw!r}: comma-separated exchange symbols like BTCUSDT,ETHUSDT")
     args.replay_path = Path(path) if path else DEFAULT_RECORDING
+    if args.liquidations and not Path(args.liquidations).is_file():
+        p.error(f"--liquidations file not found: {args.liquidations}")
     if not args.replay_path.exists():
         p.error(f"recording not found: {args.replay_path}")
     return args
@@ -102,6 +106,7 @@ def main(argv=None) -> int:
 
     from compute.grid import infer_tick
     from dashboard.app import DashboardSettings, create_page
+    from feeds.liquidations import LiquidationReplay, read_liquidations
     from feeds.replay import ReplaySource
     from service import api, ops
     from service.live import LiveSource, probe
@@ -137,11 +142,13 @@ def main(argv=None) -> int:
         symbols = [(args.symbol or recording.symbol or "BTCUSDT").upper()]
         tick = args.tick or infer_tick(recording.recording.price)
 
+        liquidations = read_liquidations(args.liquidations) if args.liquidations else None
+
         def make_source(sym: str, resume_after_id: int | None):
             src = ReplaySource(recording.recording, symbol=sym, speed=args.speed, name=recording.name)
             if resume_after_id is not None:
                 src.resume_after_id(resume_after_id)
-            return src
+            return src if liquidations is None else LiquidationReplay(src, liquidations, sym)
     symbol = symbols[0]
 
     embedded = None

@@ -104,6 +104,7 @@ async def refresh_loop(runtime, period_s: float = 1.0) -> None:
             log.exception("metrics refresh failed")
         m.absorb_cache_stats(runtime.registry.cache.stats)
         m.sessions.set(runtime.session_count())
+        await runtime.registry.refresh_symbols()
         await asyncio.sleep(period_s)
 
 

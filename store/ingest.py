@@ -198,7 +198,7 @@ class IngestService(TaskOwner, param.Parameterized):
             batch, candles = self._pending[0]
             desc = self.source.describe() + (f" — {self.source_note}" if self.source_note else "")
             meta = {
-                "source": desc, "tick": repr(self.tick), **self._status_meta(),
+                "source": desc, "reason": self.source_note, "tick": repr(self.tick), **self._status_meta(),
                 "last_trade_time": int(batch.time[-1]), "last_trade_id": int(batch.trade_id[-1]),
                 "tps": f"{tps:.1f}", "heartbeat": int(time.time() * 1000),
                 "trades_written": self.trades_written + len(batch),

@@ -321,6 +321,20 @@ class ViewRegistry:
         self.cache = view_kwargs.setdefault("cache", SharedCache(store.r))
         self.view_kwargs = view_kwargs
         self.views: dict[str, SymbolView] = {}
+        self._known: list[str] = []
+
+    def known_symbols(self) -> list[str]:
+        """Symbols an ingest service has written (refreshed from Redis by :meth:`refresh_symbols`) plus the
+        views of this process, sorted."""
+        return sorted(set(self._known) | set(self.views))
+
+    async def refresh_symbols(self) -> list[str]:
+        """Read the ingested set from Redis (``fl:symbols``); keeps the last answer when Redis is away."""
+        try:
+            self._known = await self.store.symbols()
+        except REDIS_ERRORS:
+            pass
+        return self.known_symbols()
 
     def get(self, symbol: str) -> SymbolView:
         symbol = symbol.upper()

@@ -136,3 +136,53 @@ def test_backfill_hours_seed_history_then_live_with_every_id_once(recording_path
     finally:
         srv.stop()
         redis_server.stop()
+
+
+def test_replayed_liquidations_reach_redis_the_api_and_the_view(recording_path):
+    """--liquidations FILE replays forceOrder frames in step with the trades (the fixture's frames are placed at
+    the prices and times of real trades of the bundled recording; no real liquidation recording exists)."""
+    from browser import ROOT
+
+    from feeds.liquidations import read_liquidations
+
+    fixture = ROOT / "tests/fixtures/dashboard_liquidations_at_real_trade_prices.jsonl"
+    want = read_liquidations(fixture)
+    assert len(want) >= 10
+    with served("--speed", "4000", "--liquidations", str(fixture)) as (url, proc, t0):
+        deadline = time.monotonic() + 40
+        got = []
+        while time.monotonic() < deadline:
+            got = _get(url + "api/v1/liquidations?symbol=BTCUSDT&from=1582329600000&to=1582372800000")["liquidations"]
+            if len(got) >= len(want):
+                break
+            time.sleep(0.5)
+        assert [g["time"] for g in got[: len(want)]] == want["time"].tolist()
+        assert [g["side"] for g in got[: len(want)]] == want["side"].tolist()
+        rec = read_trades(recording_path)
+        assert all(rec.time[0] <= g["time"] <= rec.time[-1] for g in got[: len(want)])
+
+
+def test_liquidation_replay_shifts_times_on_each_loop(recording_path):
+    from browser import ROOT
+
+    from feeds.liquidations import LiquidationReplay, read_liquidations
+    from feeds.replay import ReplaySource
+
+    liq = read_liquidations(ROOT / "tests/fixtures/dashboard_liquidations_at_real_trade_prices.jsonl")
+
+    class Sink:
+        liquidations: list = []
+
+    async def run():
+        src = LiquidationReplay(ReplaySource(recording_path, speed=1e6), liq, "BTCUSDT")
+        src.ingest = Sink()
+        n = 0
+        async for b in src:
+            n += len(b)
+            if n > 2 * 69_239 + 10:  # into the third loop
+                return src.source.period_ms
+
+    period = asyncio.run(run())
+    times = np.concatenate([d["time"].to_numpy() for d in Sink.liquidations])
+    t = liq["time"].to_numpy()
+    np.testing.assert_array_equal(times[: 2 * len(t)], np.concatenate([t, t + period]))
