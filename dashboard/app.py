@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import html
 import logging
+import threading
 import time
 import urllib.parse
 
@@ -180,6 +181,7 @@ class Dashboard(param.Parameterized):
         self.defaults: dict = {}
         self._doc = None
         self._cb = None
+        self._sync_compute = False
         self._busy = False
         self._url_sync = False
         self.chart.x_range.on_change("start", self._on_user_range)
@@ -457,8 +459,26 @@ class Dashboard(param.Parameterized):
         count = getattr(session, "connection_count", None)
         return count is None or count > 0
 
+    def fill(self) -> None:
+        """Fill the page with the current data before it is sent (so the first paint has the chart).
+
+        Runs one refresh synchronously with the view's process-local ``compute`` (no Redis
+        round trip, no await); the periodic refresh takes over once the page is shown.
+        """
+        self._sync_compute = True
+        try:
+            coro = self.refresh()
+            try:
+                coro.send(None)
+            except StopIteration:
+                pass
+            else:  # it waited on something: finish it on the loop instead
+                coro.close()
+        finally:
+            self._sync_compute = False
+
     async def _compute(self, view, kind: str, start: int, end: int, snap, **params):
-        fn = getattr(view, "compute_async", None)
+        fn = None if self._sync_compute else getattr(view, "compute_async", None)
         if fn is not None:
             return await fn(kind, start, end, snapshot=snap, **params)
         return view.compute(kind, start, end, snapshot=snap, **params)
@@ -494,8 +514,8 @@ class Dashboard(param.Parameterized):
                     self.footprint.set_tick(tick)
                 self.profile.set_mode_style(s.mode, fmt_decimals(tick))
             iv = s.interval_ms
-            candles = shared(("candles", snap.symbol, snap.version, iv, id(snap.candles)),
-                             lambda: resample_candles(snap.candles, iv))
+            candles = snap.candles if iv == 60_000 else shared(
+                ("candles", snap.symbol, snap.version, iv, id(snap.candles)), lambda: resample_candles(snap.candles, iv))
             if s.view == "footprint":
                 rng = await self._update_footprint(view, snap, candles, tick)
             else:
@@ -671,6 +691,45 @@ class Dashboard(param.Parameterized):
         )
 
 
+_WARMED = threading.Event()
+_WARMING = threading.Event()
+
+
+def warm_up(registry=None, trades=None, tick: float = 0.01) -> float:
+    """Run every shared computation once on a small slice of real trades; returns the seconds it took.
+
+    The first use of datashader (heat-map) compiles numba code (~1.5 s) and the first
+    profile/footprint/developing calls load their code paths; doing it once at start-up
+    (in a thread) spares the first viewer that wait. Uses the last 5,000 trades of the
+    first view of ``registry`` that has data, or ``trades`` (a TradeBatch). Results are
+    not kept. Never raises (a failure is logged).
+    """
+    from store.view import KINDS
+
+    t0 = time.perf_counter()
+    try:
+        if trades is None and registry is not None:
+            for v in list(getattr(registry, "views", {}).values()):
+                snap = v.snapshot
+                if len(snap.trades):
+                    trades, tick = snap.trades, snap.tick
+                    break
+        if trades is None or not len(trades):
+            return 0.0
+        tr = trades.take(slice(max(len(trades) - 5000, 0), len(trades)))
+        s, e = int(tr.time[0]), int(tr.time[-1]) + 1
+        lo, hi = float(tr.price.min()), float(tr.price.max())
+        rs = auto_row_size(lo, hi, tick, 60)
+        for kind, params in (("volume", {}), ("recency", {}), ("tpo", {}), ("split", {}),
+                             ("developing", {"candle_ms": 60_000}), ("footprint", {"interval_ms": 60_000})):
+            KINDS[kind](tr, tick, s, e, row_size=rs, **params)
+        KINDS["heatmap"](tr, tick, s, e, price_low=lo, price_high=hi + tick, width=16, height=16, agg="volume")
+        _WARMED.set()
+    except Exception:  # noqa: BLE001 - warming is an optimisation only
+        log.exception("warm-up failed")
+    return time.perf_counter() - t0
+
+
 def fmt_decimals(tick: float) -> int:
     from compute.grid import decimals_for
 
@@ -722,8 +781,19 @@ def create_page(registry, settings: DashboardSettings | None = None, interval_ms
             f" #sidebar {{ background: {th['panel']} !important; }}"
         )
         page = tmpl
+    dash.fill()
     dash.start()
+    if not _WARMED.is_set() and not _WARMING.is_set():  # once per process, off the session's thread
+        _WARMING.set()
+
+        def warm():
+            try:
+                warm_up(registry)
+            finally:
+                _WARMING.clear()  # no data yet: a later page tries again
+
+        threading.Thread(target=warm, name="flowlens-warm-up", daemon=True).start()
     return page, dash
 
 
-__all__ = ["Dashboard", "DashboardSettings", "create_page", "known_symbols"]
+__all__ = ["Dashboard", "DashboardSettings", "create_page", "known_symbols", "warm_up"]

@@ -285,7 +285,8 @@ class PriceChart:
     def set_ranges(self, x0: float, x1: float, y0: float, y1: float) -> None:
         """Set both axes (UTC ms, quote currency); unchanged ends are not sent."""
         if (self.x_range.start, self.x_range.end) != (x0, x1):
-            self.x_range.update(start=x0, end=x1)
+            # the reset tool returns here (then the page follows the live edge again)
+            self.x_range.update(start=x0, end=x1, reset_start=x0, reset_end=x1)
         self.set_y(y0, y1)
 
     def set_y(self, y0: float, y1: float) -> None:

@@ -20,7 +20,9 @@ from compute.batch import TradeBatch
 _CACHE: collections.OrderedDict = collections.OrderedDict()
 _LOCK = threading.Lock()
 _KEY_LOCKS: dict = {}
-_MAX = 512
+#: Entries kept: every session asks about the current data version, so a short memory suffices
+#: (old entries would only keep old snapshots' frames alive).
+_MAX = 64
 
 
 def shared(key: tuple, fn):

@@ -49,6 +49,11 @@ def _num(v: float) -> str:
     return s[1:] if s.startswith("0.") else s
 
 
+def _signed(v: float) -> str:
+    """``+12.5``, ``-.3``, ``0``."""
+    return ("+" if v > 0 else "-" if v < 0 else "") + _num(abs(v))
+
+
 def footprint_columns(res, mode: str, theme: str) -> dict:
     """Columns of the footprint sources from a FootprintResult: ``{"cells", "bars", "stacks", "cvd"}``.
 
@@ -77,7 +82,7 @@ def footprint_columns(res, mode: str, theme: str) -> dict:
         mxv = float(vol.max()) if n else 1.0
         fill_alpha = 0.18 + 0.5 * (vol / mxv if mxv > 0 else vol)
     elif mode == "delta":
-        text = [("+" if d > 0 else "") + _num(d) if d >= 0 else "-" + _num(-d) for d in delta.tolist()]
+        text = [_signed(d) for d in delta.tolist()]
         mx = float(np.abs(delta).max()) if n else 1.0
         fill = colours(delta_palette(theme), 0.5 + 0.5 * signed_strength(delta, mx))
         fill_alpha = np.full(n, 0.7)
@@ -227,6 +232,7 @@ class FootprintChart:
 
     def set_ranges(self, x0: float, x1: float, y0: float, y1: float) -> None:
         if (self.x_range.start, self.x_range.end) != (x0, x1):
-            self.x_range.update(start=x0, end=x1)
+            # the reset tool returns here (then the page follows the live edge again)
+            self.x_range.update(start=x0, end=x1, reset_start=x0, reset_end=x1)
         if (self.y_range.start, self.y_range.end) != (y0, y1):
             self.y_range.update(start=y0, end=y1)

@@ -334,25 +334,52 @@ class ProfileLayer:
         self.highlight.data = {"y0": [band[0]], "y1": [band[1]]} if band else {"y0": [], "y1": []}
 
 
-def _equal(a, b) -> bool:
-    if len(a) != len(b):
-        return False
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        try:
-            return bool(np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True))
-        except TypeError:
-            return bool(np.array_equal(np.asarray(a), np.asarray(b)))
-    return list(a) == list(b)
+#: A column whose changed rows are at most this share of its rows is patched row by row.
+PATCH_MAX_SHARE = 0.2
+
+
+def _changed_rows(old, new) -> np.ndarray:
+    """Indices of the rows that differ between two equal-length columns (NaN equals NaN)."""
+    a, b = np.asarray(old), np.asarray(new)
+    if a.dtype.kind in "fc" and b.dtype.kind in "fc":
+        same = (a == b) | (np.isnan(a) & np.isnan(b))
+    elif a.dtype.kind in "iub" and b.dtype.kind in "iub":
+        same = a == b
+    else:
+        same = np.asarray(a, dtype=object) == np.asarray(b, dtype=object)
+    return np.flatnonzero(~same)
+
+
+def _own(v):
+    """A copy the session's source owns: ``patch`` writes into it, and the given columns may be shared."""
+    return np.array(v) if isinstance(v, np.ndarray) else list(v)
 
 
 def _update_source(src: ColumnDataSource, data: dict) -> None:
-    """Set ``data`` on ``src``, sending only the columns that changed when the length is the same."""
+    """Set ``data`` on ``src`` sending as little as possible.
+
+    A new row count (or new columns) replaces the data; otherwise unchanged columns are
+    not sent, columns with few changed rows are patched row by row, the rest are sent
+    whole. The source gets its own copies, since ``data`` may be shared between sessions.
+    """
     old = src.data
     n_new = len(next(iter(data.values()))) if data else 0
     n_old = len(next(iter(old.values()))) if old else 0
     if n_new != n_old or set(old) != set(data):
-        src.data = data
+        src.data = {k: _own(v) for k, v in data.items()}
         return
-    changed = {k: v for k, v in data.items() if not _equal(old[k], v)}
-    if changed:
-        src.data.update(changed)
+    whole, patches = {}, {}
+    limit = max(2, int(PATCH_MAX_SHARE * n_new))
+    for k, v in data.items():
+        rows = _changed_rows(old[k], v)
+        if not len(rows):
+            continue
+        if len(rows) <= limit:
+            vals = np.asarray(v)[rows].tolist()
+            patches[k] = list(zip(rows.tolist(), vals, strict=True))
+        else:
+            whole[k] = _own(v)
+    if whole:
+        src.data.update(whole)
+    if patches:
+        src.patch(patches)

@@ -9,7 +9,9 @@ Shown: LIVE or REPLAY and why, per-stream connection state (from
 gaps_filled, gaps_unfilled}`` written by a live feed; absent for a replay), the
 lag of the last trade (live) or the replay clock, trades per second, the last
 trade time (UTC), Redis state with its round-trip time, and ``stale since
-hh:mm:ss`` when Redis stops answering or the ingest heartbeat stops.
+hh:mm:ss`` when Redis stops answering or the ingest heartbeat stops. The span carries
+``data-heartbeat`` (the ingest's wall-clock ms of the data shown) so a browser can
+measure how long data takes from Redis to the screen.
 """
 
 from __future__ import annotations
@@ -120,7 +122,9 @@ def status_html(snap, theme: str = "dark", now: float | None = None) -> str:
         if now - hb_s > STALE_AFTER_S:
             parts.append(f'<span style="color:{th["bad"]}">stale since {fmt.clock(hb_s)}</span>')
     inner = " · ".join(parts)
-    return f'<span class="fl-status" title="{plain_title(inner)}">{inner}</span>'
+    hb_attr = html.escape(str(hb)) if hb not in (None, "") else ""
+    return (f'<span class="fl-status" data-heartbeat="{hb_attr}" title="{plain_title(inner)}">'
+            f"{inner}</span>")
 
 
 def plain_title(markup: str) -> str:

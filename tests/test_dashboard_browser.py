@@ -239,12 +239,13 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 def test_every_mode_and_view_renders_without_console_errors(server, browser):
     url = server["url"]
     with page_of(browser) as page:
+        FIGURES.unlink(missing_ok=True)
         t0 = time.monotonic()
         page.goto(url)
         state = wait_for(page, chart_ready, "the first chart (candles, VPVR, POC label)")
-        first_chart_s = time.monotonic() - t0
-        record_figure("time_to_first_chart_s (page load -> candles + VPVR drawn, 1440x900, 600x replay)",
-                      round(first_chart_s, 2))
+        record_figure("time_to_first_chart_s: first page of a fresh server (1440x900, 600x replay)",
+                      round(time.monotonic() - t0, 2))
+        record_figure("time_to_first_chart_s: server start -> first chart", round(time.monotonic() - server["started"], 2))
         assert state["poc_text"].startswith("POC ") and " | Vol " in state["poc_text"] and " | Δ " in state["poc_text"]
         assert re.fullmatch(r"VAH [\d,]+\.\d\d \(70 %\)", state["vah_text"])
         shoot(page, "page-1440x900")
@@ -276,8 +277,11 @@ def test_every_mode_and_view_renders_without_console_errors(server, browser):
         shoot(page, "theme-light-5m")
         assert not page.errors, f"browser console errors: {page.errors}"
     with page_of(browser, 1920, 1080) as page:
+        t0 = time.monotonic()
         page.goto(url_with(url, "mode=delta&heat=1"))
         wait_for(page, lambda p: chart_ready(p, "delta"), "1920x1080 page")
+        record_figure("time_to_first_chart_s: a later page (1920x1080, heat-map on, 600x replay)",
+                      round(time.monotonic() - t0, 2))
         box = page.evaluate("""() => { const m = Bokeh.documents[0].get_model_by_name('price_chart');
                                const v = Bokeh.index.find_one(m); const r = v.el.getBoundingClientRect();
                                return {w: r.width, h: r.height}; }""")
@@ -321,6 +325,32 @@ def test_hover_shows_the_rows_numbers_and_click_highlights_then_clears(server, b
         shoot(page, "click-highlight")
         page.mouse.click(pos["x"], pos["y"])
         wait_for(page, lambda p: p.evaluate(JS_SOURCE, ["highlight", "y0"]) == [], "the band cleared", timeout=10)
+        assert not page.errors, f"browser console errors: {page.errors}"
+
+
+def test_pan_and_zoom_recompute_the_visible_range_and_reset_follows_again(server, browser):
+    with page_of(browser) as page:
+        page.goto(url_with(server["url"], "heat=1&window=60"))
+        before = wait_for(page, lambda p: chart_ready(p) and p.evaluate(JS_WIDGETS)["Follow live edge"] is True
+                          and len(p.evaluate(JS_SOURCE, ["heatmap", "x"]) or []) and chart_ready(p), "the live chart")
+        heat_before = page.evaluate(JS_SOURCE, ["heatmap", "x"])
+        m = page.evaluate("""() => { const v = Bokeh.index.find_one(Bokeh.documents[0].get_model_by_name('price_chart'));
+                          const r = v.canvas_view.el.getBoundingClientRect(); const f = v.frame.bbox;
+                          return {x: r.left + f.left + f.width * 0.4, y: r.top + f.top + f.height * 0.5}; }""")
+        page.mouse.move(m["x"], m["y"])
+        page.mouse.down()
+        page.mouse.move(m["x"] + 150, m["y"], steps=8)  # drag right: earlier trades come into view
+        page.mouse.up()
+        after = wait_for(page, lambda p: (a := p.evaluate(JS_PROFILE_ATTRS)) and a["from"] != before["from"] and a,
+                         "the profile of the panned range")
+        assert page.evaluate(JS_WIDGETS)["Follow live edge"] is False
+        assert int(after["from"]) < int(before["from"])
+        wait_for(page, lambda p: p.evaluate(JS_SOURCE, ["heatmap", "x"]) != heat_before, "the heat-map re-aggregated")
+        page.mouse.wheel(0, -400)  # zoom in around the pointer
+        wait_for(page, lambda p: (a := p.evaluate(JS_PROFILE_ATTRS)) and (a["from"], a["to"]) != (after["from"], after["to"]),
+                 "the profile of the zoomed range")
+        page.locator(".bk-tool-icon-reset").first.click()
+        wait_for(page, lambda p: p.evaluate(JS_WIDGETS)["Follow live edge"] is True, "following again after reset")
         assert not page.errors, f"browser console errors: {page.errors}"
 
 

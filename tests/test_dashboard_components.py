@@ -30,7 +30,7 @@ from compute.profile import volume_profile
 from compute.split import split_profile
 from compute.timeweighted import recency_profile, tpo_profile
 from dashboard import fmt
-from dashboard.app import Dashboard
+from dashboard.app import Dashboard, warm_up
 from dashboard.data import liquidations_view, resample_candles, tape_rows
 from dashboard.panels import LIQUIDATION_NOTE, liquidations_html, tape_html
 from dashboard.profile_layer import profile_columns
@@ -459,3 +459,58 @@ async def test_session_through_a_real_symbol_view_on_valkey(trades, valkey_url):
         assert sum(n for (kind, how), n in view.cache.stats.items() if how == "computed") >= 2
     finally:
         await client.aclose()
+
+
+def test_warm_up_runs_every_kind_on_real_trades(trades):
+    assert warm_up(Registry(LocalView(snapshot(trades, 30)))) > 0
+    assert warm_up(Registry(LocalView(snapshot(trades, 30))), trades=trades.take(slice(0, 0))) == 0.0
+
+
+def test_sources_get_only_what_changed_and_never_write_into_shared_columns():
+    from bokeh.document import Document
+    from bokeh.document.events import ColumnDataChangedEvent, ColumnsPatchedEvent
+    from bokeh.models import ColumnDataSource
+
+    from dashboard.profile_layer import _update_source
+
+    src = ColumnDataSource({"a": [], "b": []})
+    doc = Document()
+    doc.add_root(src)
+    events = []
+    doc.on_change(lambda e: events.append(e))
+
+    def sent():
+        out = [("patch", e.patches) if isinstance(e, ColumnsPatchedEvent) else
+               ("columns", sorted(e.cols or [])) if isinstance(e, ColumnDataChangedEvent) else ("other", None)
+               for e in events]
+        events.clear()
+        return out
+
+    shared_a = np.arange(20.0)
+    _update_source(src, {"a": shared_a, "b": ["x"] * 20})
+    assert src.data["a"] is not shared_a
+    sent()
+    a2 = shared_a.copy()
+    a2[3] = 99.0
+    _update_source(src, {"a": a2, "b": ["x"] * 20})  # one changed row: patched, nothing else sent
+    assert sent() == [("patch", {"a": [(3, 99.0)]})]
+    assert shared_a[3] == 3.0  # the shared column was not written into
+    _update_source(src, {"a": np.arange(20.0) + 1, "b": ["x"] * 20})  # every row changed: that column whole
+    assert sent() == [("columns", ["a"])]
+    np.testing.assert_array_equal(src.data["a"], np.arange(20.0) + 1)
+    _update_source(src, {"a": np.arange(20.0) + 1, "b": ["x"] * 20})  # nothing changed: nothing sent
+    assert sent() == []
+
+
+def test_fill_draws_the_chart_before_the_page_is_sent(trades):
+    """create_page fills the page synchronously (process-local compute), even when the view also has compute_async."""
+
+    class AsyncToo(LocalView):
+        async def compute_async(self, *a, **k):  # must not be used by fill()
+            raise AssertionError("fill() awaited the shared cache")
+
+    view = AsyncToo(snapshot(trades, 20))
+    dash = Dashboard(Registry(view), DashboardSettings(), symbols=["BTCUSDT"])
+    dash.fill()
+    assert len(dash.chart.candles.data["t"]) == 20 and len(dash.profile.source.data["y"]) > 0
+    assert "volume" in view.calls
