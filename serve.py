@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     import panel as pn
 
     from compute.grid import infer_tick
-    from dashboard.app import DashboardSettings, create_page
+    from dashboard.app import DashboardSettings, create_page, warm_up
     from feeds.liquidations import LiquidationReplay, read_liquidations
     from feeds.replay import ReplaySource
     from service import api, ops
@@ -198,6 +198,15 @@ def main(argv=None) -> int:
         role = f"{recording.describe()} · {symbol} tick {tick:g}"
     print(f"flowlens: {role} · http://{args.address}:{port}/ (pid {os.getpid()})", flush=True)
     server.io_loop.add_callback(rt.start)
+
+    async def warm():  # compile/load every computation once the first trades are in, off the first viewer's path
+        for _ in range(600):
+            if any(len(v.snapshot.trades) for v in rt.registry.views.values()):
+                log.info("warm-up of the computations took %.1f s", await asyncio.to_thread(warm_up, rt.registry))
+                return
+            await asyncio.sleep(0.1)
+
+    server.io_loop.add_callback(warm)
     try:
         server.io_loop.start()
     finally:

@@ -30,10 +30,14 @@ for ``"count"`` it holds 0.
 
 from __future__ import annotations
 
-import datashader as ds
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
-import xarray as xr
+
+if TYPE_CHECKING:  # datashader (and the dask it imports) costs ~1.5 s: loaded on first use, not at import
+    import datashader as ds
+    import xarray as xr
 
 from compute.batch import TradeBatch
 
@@ -83,6 +87,8 @@ def check_ranges(start, end, price_low, price_high) -> None:
 
 def canvas(start, end, price_low, price_high, width: int, height: int) -> ds.Canvas:
     """The datashader canvas of the grid: time on x, price on y (both ranges inclusive)."""
+    import datashader as ds
+
     return ds.Canvas(plot_width=width, plot_height=height, x_range=(start, end),
                      y_range=(float(price_low), float(price_high)))
 
@@ -149,6 +155,8 @@ def heatmap(
     width, height = check_grid(agg, width, height)
     check_ranges(start, end, price_low, price_high)
     df = _frame(trades, agg)
+    import datashader as ds
+
     reduction = ds.count() if agg == "count" else ds.sum("qty")
     out = canvas(start, end, price_low, price_high, width, height).points(df, "time", "price", agg=reduction)
     return label(out, agg, start, end, price_low, price_high, width, height)
