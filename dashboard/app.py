@@ -9,7 +9,7 @@ footprint), which computes each result once per process for all sessions; the
 small transforms for display are memoised per process too
 (:func:`dashboard.data.shared`). A session only turns shared results into
 ``stream``/``patch``/column updates of its own Bokeh sources, inside
-``pn.io.hold()`` so each refresh is one websocket message, and only when the
+one document hold (sent together, in order), and only when the
 data version, a setting or the visible range changed.
 
 Entry point for ``serve.py``: ``page, dash = create_page(registry, DashboardSettings(...))``.
@@ -19,6 +19,7 @@ after validation; refused values are listed in a visible message.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 import threading
@@ -36,7 +37,7 @@ from . import fmt
 from .chart import PriceChart
 from .data import derived, liquidations_view, resample_candles, shared, tape_rows
 from .footprint import FootprintChart, footprint_columns
-from .panels import liquidations_html, tape_html
+from .panels import HtmlBox, liquidations_html, tape_html
 from .profile_layer import ProfileLayer, profile_columns
 from .settings import (
     FOOTPRINT_MODES,
@@ -47,7 +48,7 @@ from .settings import (
     parse_query,
     query_of,
 )
-from .status import plain_title, status_html
+from .status import status_html
 from .theme import THEMES
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,9 @@ MAX_FOOTPRINT_CANDLES = 60
 #: Heat-map grid: time bins per candle and the most bins on each axis.
 HEAT_BINS_PER_CANDLE, HEAT_MAX_COLS, HEAT_MAX_ROWS = 1, 480, 160
 
+#: Rows of the time & sales tape, and the shortest interval between two updates of the side panels (s).
+TAPE_ROWS, SIDE_MIN_S = 22, 0.5
+
 _KINDS = {"buysell": "volume", "delta": "volume", "heatmap": "volume", "recency": "recency", "tpo": "tpo",
           "split": "split"}
 
@@ -66,6 +70,7 @@ CSS = """
 :host { --fl-text: %(text)s; --fl-muted: %(muted)s; --fl-grid: %(grid)s; --fl-bg: %(bg)s; --fl-panel: %(panel)s; }
 .fl-status, .fl-summary { font: 12px/1.5 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; color: var(--fl-text);
   display: block; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.fl-status:hover, .fl-summary:hover { white-space: normal; }
 .fl-badge { padding: 1px 6px; border-radius: 3px; font-weight: 700; letter-spacing: .04em; }
 .fl-why, .fl-muted { color: var(--fl-muted); }
 .fl-stream { white-space: nowrap; }
@@ -77,6 +82,7 @@ CSS = """
 .fl-table th { color: var(--fl-muted); font-weight: 400; text-align: left; position: sticky; top: 0; background: var(--fl-bg); }
 .fl-table td, .fl-table th { padding: 0 4px; white-space: nowrap; }
 .fl-table .r { text-align: right; } .fl-table .c { text-align: center; }
+.fl-tape td:nth-child(2), .fl-tape td:nth-child(3) { text-align: right; } .fl-tape td:nth-child(4) { text-align: center; }
 .fl-note { color: var(--fl-muted); font: 11px/1.4 system-ui, sans-serif; margin-top: 4px; }
 .fl-embed pre { white-space: pre-wrap; word-break: break-all; background: var(--fl-bg); color: var(--fl-text);
   padding: 6px; border-radius: 3px; font-size: 11px; }
@@ -159,16 +165,14 @@ class Dashboard(param.Parameterized):
         close = pn.widgets.Button(label="✕", width=34, color="light", description="Dismiss")
         self.message_box = pn.Row(self.message, close, visible=bool(self.messages), sizing_mode="stretch_width")
         close.on_click(lambda e: self.dismiss_messages())
-        self.status = pn.pane.HTML("connecting…", sizing_mode="stretch_width", name="status", stylesheets=css,
-                                   margin=(2, 8))
-        self.summary = pn.pane.HTML("", sizing_mode="stretch_width", name="summary", stylesheets=css, margin=(2, 8))
-        self.tape = pn.pane.HTML("", sizing_mode="stretch_both", name="tape", stylesheets=css,
-                                 styles={"overflow-y": "auto"})
-        self.liqs = pn.pane.HTML("", sizing_mode="stretch_width", name="liquidations", stylesheets=css,
-                                 styles={"overflow-y": "auto", "max-height": "42%"})
+        self.status = HtmlBox("connecting…", css[0], name="status", margin=(2, 8))
+        self.summary = HtmlBox("", css[0], name="summary", margin=(2, 8))
+        self.tape = HtmlBox("", css[0], name="tape", sizing_mode="stretch_both", styles={"overflow-y": "auto"})
+        self.liqs = HtmlBox("", css[0], name="liquidations", styles={"overflow-y": "auto", "max-height": "360px"})
         self._th = th
         self._seen = None
         self._side_seen = None
+        self._side_at = 0.0
         self._rev = 0
         self._set_x: tuple = ()
         self._ignore_range_until = 0.0
@@ -230,8 +234,7 @@ class Dashboard(param.Parameterized):
     def highlight(self, band: tuple[float, float] | None) -> None:
         """Highlight the price band ``[low, high)`` across the candles and the footprint (None clears)."""
         self._band = band
-        with pn.io.hold():
-            self.profile.set_highlight(band)
+        self.profile.set_highlight(band)
 
     def _on_settings(self, *events):
         s = self.settings
@@ -357,9 +360,9 @@ class Dashboard(param.Parameterized):
         W = pn.widgets
         return pn.Column(
             W.FloatInput.from_param(s.param.liq_min_notional, label="Min liquidation notional", width=170),
-            self.liqs,
+            self.liqs.pane,
             W.FloatInput.from_param(s.param.tape_min_size, label="Min trade size (tape)", width=170),
-            self.tape,
+            self.tape.pane,
             width=300, sizing_mode="stretch_height", name="side",
         )
 
@@ -403,15 +406,15 @@ class Dashboard(param.Parameterized):
         """Status, messages, the active view beside the side panels, and the profile summary."""
         self._show_view()
         return pn.Column(
-            self.message_box, self.status,
+            self.message_box, self.status.pane,
             pn.Row(self.view_area, self.side(), sizing_mode="stretch_both"),
-            self.summary, sizing_mode="stretch_both",
+            self.summary.pane, sizing_mode="stretch_both",
         )
 
     def embedded(self) -> pn.Column:
         """Chart only (no template): messages, a status line and the active view."""
         self._show_view()
-        return pn.Column(self.message_box, self.status, self.view_area, self.summary, sizing_mode="stretch_both",
+        return pn.Column(self.message_box, self.status.pane, self.view_area, self.summary.pane, sizing_mode="stretch_both",
                          styles={"background": self._th["bg"]}, margin=0)
 
     def start(self) -> None:
@@ -426,7 +429,8 @@ class Dashboard(param.Parameterized):
         doc = self._doc = pn.state.curdoc
         if doc is not None:
             pn.state._periodic.setdefault(doc, []).append(self._cb)
-            pn.state.onload(self.refresh)  # first data as soon as the page is shown, not one period later
+            # one more refresh as soon as the page is shown, as a locked next-tick callback of the document
+            pn.state.onload(lambda: doc.add_next_tick_callback(self.refresh))
 
     # -- refresh ---------------------------------------------------------------------
     async def refresh(self) -> None:
@@ -450,6 +454,25 @@ class Dashboard(param.Parameterized):
                                   f"{html.escape(type(e).__name__)}: {html.escape(str(e))[:200]}</span>")
         finally:
             self._busy = False
+
+    @contextlib.contextmanager
+    def _held(self):
+        """Collect this refresh's model changes and send them together, in order.
+
+        Bokeh's own ``Document.hold("collect")``: refresh() runs as a locked async callback,
+        so on ``unhold`` Bokeh queues the events and writes them, in order, when the callback
+        returns. (Panel's ``pn.io.hold`` writes from the event loop on its own, which in an
+        async callback let patch messages overtake the data they patch.)
+        """
+        doc = self._doc
+        hold = doc is not None and doc.session_context is not None and not doc.callbacks.hold_value
+        if hold:
+            doc.hold("collect")
+        try:
+            yield
+        finally:
+            if hold:
+                doc.unhold()
 
     def _connected(self) -> bool:
         """False while no browser is connected to this session (a closed tab waiting to expire): skip work."""
@@ -496,10 +519,8 @@ class Dashboard(param.Parameterized):
         s = self.settings
         view = self.registry.get(s.symbol)
         snap = view.snapshot
-        with pn.io.hold():
-            text = status_html(snap, self.theme)
-            if text != self.status.object:
-                self.status.object = text
+        with self._held():
+            self.status.object = status_html(snap, self.theme)
             if not len(snap.candles):
                 return
             key = (snap.symbol, snap.version, self._rev, self._range_key())
@@ -665,11 +686,13 @@ class Dashboard(param.Parameterized):
         if s.embed:
             return
         key = (snap.symbol, snap.version, lkey, float(s.tape_min_size), self.theme)
-        if key == self._side_seen:
+        now = time.monotonic()
+        settings_changed = key[2:] != (self._side_seen or (None,) * 5)[2:]
+        if key == self._side_seen or (not settings_changed and now - self._side_at < SIDE_MIN_S):
             return
-        self._side_seen = key
+        self._side_seen, self._side_at = key, now
         tk = ("tape_html", snap.symbol, snap.version, float(s.tape_min_size), self.theme, tick)
-        self.tape.object = shared(tk, lambda: tape_html(tape_rows(snap.trades, s.tape_min_size, n=30), tick,
+        self.tape.object = shared(tk, lambda: tape_html(tape_rows(snap.trades, s.tape_min_size, n=TAPE_ROWS), tick,
                                                          self.theme, s.tape_min_size))
         self.liqs.object = shared(("liq_html", lkey, self.theme, tick),
                                   lambda: liquidations_html(lv, tick, self.theme, s.liq_min_notional))
@@ -685,7 +708,7 @@ class Dashboard(param.Parameterized):
             f"Vol {fmt.volume(res.total_volume)} · Δ {fmt.volume(delta, signed=True)} · {res.trades:,} trades"
         )
         self.summary.object = (
-            f'<span class="fl-profile fl-summary" title="{plain_title(text)}" data-poc="{p(res.poc)}" data-vah="{p(res.vah)}" '
+            f'<span class="fl-profile fl-summary" data-poc="{p(res.poc)}" data-vah="{p(res.vah)}" '
             f'data-val="{p(res.val)}" data-from="{start}" data-to="{end}" data-row-size="{p(row_size)}" '
             f'data-trades="{res.trades}" data-mode="{s.mode}" data-kind="{res.kind}">{text}</span>'
         )

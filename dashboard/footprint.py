@@ -29,7 +29,7 @@ from .chart import price_format, style_figure
 from .profile_layer import ProfileLayer, _update_source, signed_strength
 from .theme import HEAT, THEMES, colours, delta_palette
 
-CELL_COLUMNS = ("x", "y", "w", "h", "fill", "fill_alpha", "text", "text_colour", "font_style", "line",
+CELL_COLUMNS = ("x", "y", "w", "h", "fill", "fill_alpha", "text", "text_imb", "text_colour", "line",
                 "bid", "ask", "volume", "delta", "trades", "price_low", "price_high", "imb")
 BAR_COLUMNS = ("x", "wx", "time", "open", "high", "low", "close", "top", "bottom", "colour", "delta", "volume",
                "delta_text", "volume_text", "delta_colour", "poc", "poc_x", "poc_w", "poc_h")
@@ -99,8 +99,12 @@ def footprint_columns(res, mode: str, theme: str) -> dict:
     line = np.where(bi | si, text_colour, "rgba(0,0,0,0)").tolist()
     cell_cols = {
         "x": t + iv * 0.52, "y": (lo + hi) / 2, "w": np.full(n, iv * 0.8), "h": np.full(n, rs * 0.94),
-        "fill": fill, "fill_alpha": np.asarray(fill_alpha, dtype=np.float64), "text": text,
-        "text_colour": text_colour, "font_style": np.where(bi | si, "bold", "normal").tolist(), "line": line,
+        "fill": fill, "fill_alpha": np.asarray(fill_alpha, dtype=np.float64),
+        # plain cells in "text", imbalanced ones (drawn bold) in "text_imb": a per-row font style field
+        # proved fragile in BokehJS, two text renderers are not
+        "text": np.where(bi | si, "", np.asarray(text, dtype=object)).tolist(),
+        "text_imb": np.where(bi | si, np.asarray(text, dtype=object), "").tolist(),
+        "text_colour": text_colour, "line": line,
         "bid": bid, "ask": ask, "volume": vol, "delta": delta, "trades": cells["trades"].to_numpy(dtype=np.int64),
         "price_low": lo, "price_high": hi, "imb": imb.tolist(),
     }
@@ -162,8 +166,9 @@ class FootprintChart:
         style_figure(p, th)
         cells = p.rect(x="x", y="y", width="w", height="h", source=self.cells, fill_color="fill",
                        fill_alpha="fill_alpha", line_color="line", line_width=1, name="fp_cell_rects")
-        p.text(x="x", y="y", text="text", source=self.cells, text_color="text_colour", text_font_style="font_style",
-               text_font_size="10px", text_align="center", text_baseline="middle", name="fp_cell_text")
+        for col, style in (("text", "normal"), ("text_imb", "bold")):
+            p.text(x="x", y="y", text=col, source=self.cells, text_color="text_colour", text_font_style=style,
+                   text_font_size="10px", text_align="center", text_baseline="middle", name=f"fp_cell_{col}")
         p.rect(x="poc_x", y="poc", width="poc_w", height="poc_h", source=self.bars, fill_color=None,
                line_color=th["poc"], line_width=1.5, name="fp_poc")
         p.segment(x0="wx", x1="wx", y0="high", y1="low", source=self.bars, line_color="colour", line_width=1)

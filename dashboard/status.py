@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import html
 import json
-import re
 import time
 
 from . import fmt
@@ -123,10 +122,5 @@ def status_html(snap, theme: str = "dark", now: float | None = None) -> str:
             parts.append(f'<span style="color:{th["bad"]}">stale since {fmt.clock(hb_s)}</span>')
     inner = " · ".join(parts)
     hb_attr = html.escape(str(hb)) if hb not in (None, "") else ""
-    return (f'<span class="fl-status" data-heartbeat="{hb_attr}" title="{plain_title(inner)}">'
-            f"{inner}</span>")
+    return f'<span class="fl-status" data-heartbeat="{hb_attr}">{inner}</span>'
 
-
-def plain_title(markup: str) -> str:
-    """The text of trusted ``markup`` (tags dropped), escaped for a ``title`` attribute."""
-    return html.escape(html.unescape(re.sub(r"<[^>]+>", "", markup)), quote=True)

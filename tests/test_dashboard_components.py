@@ -375,6 +375,8 @@ async def test_footprint_view_matches_compute(trades):
     fp = dash.footprint
     assert len(fp.cells.data["x"]) == len(want.cells) and len(fp.bars.data["x"]) == len(want.candles) == 10
     np.testing.assert_allclose(fp.cells.data["bid"], want.cells["bid"].to_numpy())
+    imb = want.cells["buy_imbalance"].to_numpy() | want.cells["sell_imbalance"].to_numpy()
+    assert [bool(t) for t in fp.cells.data["text_imb"]] == imb.tolist()  # imbalanced cells drawn bold
     np.testing.assert_array_equal(np.asarray(fp.cells.data["imb"]) == "buy",
                                   want.cells["buy_imbalance"].to_numpy() & ~want.cells["sell_imbalance"].to_numpy())
     assert fp.bars.data["delta_text"] == ["Δ " + fmt.volume(d, signed=True) for d in want.candles["delta"]]
@@ -386,7 +388,10 @@ async def test_footprint_view_matches_compute(trades):
     for mode in ("delta", "total"):
         dash.settings.footprint_mode = mode
         await dash.refresh()
-        assert len(fp.cells.data["text"]) == len(want.cells)
+        texts = [a or b for a, b in zip(fp.cells.data["text"], fp.cells.data["text_imb"], strict=True)]
+        assert len(texts) == len(want.cells) and all(t for t in texts)
+        if mode == "delta":
+            assert all(t[0] in "+-0" for t in texts)
 
 
 async def test_liquidation_markers_table_and_filter(trades):
