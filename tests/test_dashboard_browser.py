@@ -347,8 +347,16 @@ def test_pan_and_zoom_recompute_the_visible_range_and_reset_follows_again(server
         page.mouse.move(m["x"] + 250, m["y"], steps=10)  # drag right by ~60 % of the plot: earlier trades
         page.mouse.up()
         wait_for(page, lambda p: p.evaluate(JS_WIDGETS)["Follow live edge"] is False, "following turned off by the pan")
-        after = wait_for(page, lambda p: (a := p.evaluate(JS_PROFILE_ATTRS)) and int(a["from"]) < int(before["from"])
-                         and a, "the profile of the panned range (earlier trades)")
+        wait_for(page, lambda p: (a := p.evaluate(JS_PROFILE_ATTRS)) and int(a["from"]) < int(before["from"])
+                 and a, "the profile of the panned range (earlier trades)")
+
+        def settled(p):  # the drag's last range updates may still be on their way: take the range once it holds
+            a = p.evaluate(JS_PROFILE_ATTRS)
+            p.wait_for_timeout(700)
+            return a if a and a == p.evaluate(JS_PROFILE_ATTRS) else None
+
+        after = wait_for(page, settled, "the panned range to settle")
+        assert int(after["from"]) < int(before["from"])
         page.wait_for_timeout(1200)  # not following: the range stays put while data flows in
         assert page.evaluate(JS_PROFILE_ATTRS)["from"] == after["from"]
         wait_for(page, lambda p: p.evaluate(JS_SOURCE, ["heatmap", "x"]) != heat_before, "the heat-map re-aggregated")
