@@ -457,12 +457,14 @@ class Dashboard(param.Parameterized):
 
     @contextlib.contextmanager
     def _held(self):
-        """Collect this refresh's model changes and send them together, in order.
+        """Collect a refresh's model changes (made with no await in between) and send them in order.
 
-        Bokeh's own ``Document.hold("collect")``: refresh() runs as a locked async callback,
-        so on ``unhold`` Bokeh queues the events and writes them, in order, when the callback
-        returns. (Panel's ``pn.io.hold`` writes from the event loop on its own, which in an
-        async callback let patch messages overtake the data they patch.)
+        Bokeh's own ``Document.hold("collect")``: refresh() runs as a locked callback, so on
+        ``unhold`` Bokeh queues the events and writes them, in order, before the lock is
+        released. Panel's ``pn.io.hold`` writes held events from the event loop itself; mixed
+        with the events Bokeh writes for the page's other callbacks, a row patch could then
+        reach the browser before the data it patches (seen as "Size mismatch" and DataView
+        errors in BokehJS).
         """
         doc = self._doc
         hold = doc is not None and doc.session_context is not None and not doc.callbacks.hold_value
@@ -516,17 +518,26 @@ class Dashboard(param.Parameterized):
         return (xr.start, xr.end)
 
     async def _refresh(self) -> None:
+        # Two phases: first every shared result is awaited (no model is touched), then all
+        # model changes are made in one synchronous hold, sent as one message. (Awaiting inside
+        # a hold let other writers interleave, and patches could reach the browser before
+        # the data they patch.)
         s = self.settings
         view = self.registry.get(s.symbol)
         snap = view.snapshot
+        key = (snap.symbol, snap.version, self._rev, self._range_key())
+        plan = None
+        if len(snap.candles) and key != self._seen:
+            self._seen = key
+            iv = s.interval_ms
+            candles = snap.candles if iv == 60_000 else shared(
+                ("candles", snap.symbol, snap.version, iv, id(snap.candles)), lambda: resample_candles(snap.candles, iv))
+            gather = self._gather_footprint if s.view == "footprint" else self._gather_chart
+            plan = await gather(view, snap, candles, snap.tick)
         with self._held():
             self.status.object = status_html(snap, self.theme)
-            if not len(snap.candles):
+            if plan is None:
                 return
-            key = (snap.symbol, snap.version, self._rev, self._range_key())
-            if key == self._seen:
-                return
-            self._seen = key
             tick = snap.tick
             if tick != self._last_tick:
                 self._last_tick = tick
@@ -534,14 +545,11 @@ class Dashboard(param.Parameterized):
                 if self.footprint is not None:
                     self.footprint.set_tick(tick)
                 self.profile.set_mode_style(s.mode, fmt_decimals(tick))
-            iv = s.interval_ms
-            candles = snap.candles if iv == 60_000 else shared(
-                ("candles", snap.symbol, snap.version, iv, id(snap.candles)), lambda: resample_candles(snap.candles, iv))
-            if s.view == "footprint":
-                rng = await self._update_footprint(view, snap, candles, tick)
+            if plan["view"] == "footprint":
+                self._apply_footprint(plan)
             else:
-                rng = await self._update_chart(view, snap, candles, tick)
-            self._update_side(snap, tick, rng)
+                self._apply_chart(plan)
+            self._update_side(snap, tick, plan["range"])
 
     # chart view
     def _window(self, candles, iv: int, max_candles: int | None = None, xr=None) -> tuple[int, int]:
@@ -581,7 +589,7 @@ class Dashboard(param.Parameterized):
                                                                                    self.theme))
         return res, cols
 
-    def _draw_profile(self, res, cols, tick: float, start: int, end: int, row_size: float, y_span: float) -> None:
+    def _draw_profile(self, res, cols, tick: float, row_size: float, y_span: float) -> None:
         s = self.settings
         if res is None or not s.show_profile:
             self.profile.clear()
@@ -594,67 +602,80 @@ class Dashboard(param.Parameterized):
         self._last_res = res
         self._update_summary(res, res.start, res.end, row_size, tick)
 
-    async def _update_chart(self, view, snap, candles, tick) -> tuple[int, int]:
+    async def _gather_chart(self, view, snap, candles, tick) -> dict:
+        """Ranges and every shared result the chart view needs (nothing drawn yet)."""
         s = self.settings
         iv = s.interval_ms
-        ch = self.chart
-        ch.update_candles(candles)
         start, end = self._window(candles, iv)
         t = candles["time"].to_numpy()
         vis = candles[(t >= start) & (t < end)]
-        self.visible_range = (start, end)
+        plan = {"view": "chart", "candles": candles, "window": (start, end), "range": (start, end), "vis": vis,
+                "tick": tick, "res": None}
         if not len(vis):
-            self.profile.clear()
-            self.summary.object = "no trades in the visible range"
-            return start, end
+            return plan
         lo, hi = float(vis["low"].min()), float(vis["high"].max())
-        pad = max((hi - lo) * 0.06, tick * 5)
-        pad_low = max((hi - lo) * 0.28, tick * 5)  # the volume bars take the bottom fifth: keep candles above them
-        ch.set_volume_scale(float(vis["volume"].max()))
-        if s.follow or s.range_start is not None:
-            room = (end - start) * (s.max_width / (1 - s.max_width) * 1.08 if s.show_profile else 0.03)
-            self._set_x = (float(start), float(end + room))
-            ch.set_ranges(*self._set_x, lo - pad_low, hi + pad)
-        else:
-            ch.set_y(lo - pad_low, hi + pad)
         pend = min(end, int(snap.trades.time[-1]) + 1) if len(snap.trades) else end
+        plan.update(lo=lo, hi=hi, pend=pend)
         if pend <= start:
-            self.profile.clear()
-            return start, end
+            return plan
         row_size = self._row_size(lo, hi, tick, AUTO_ROWS_CHART)
         res, cols = await self._profile(view, snap, start, pend, row_size)
-        self._draw_profile(res, cols, tick, start, pend, row_size, hi - lo + pad + pad_low)
+        plan.update(res=res, cols=cols, row_size=row_size, range=(start, pend), dev=None, heat=None)
         if s.developing and res is not None:
-            dev = await self._compute(view, "developing", start, pend, snap, row_size=float(row_size),
-                                      candle_ms=iv, value_area=float(s.value_area))
-            ch.update_developing(dev.developing if dev is not None else None)
-        else:
-            ch.update_developing(None)
+            plan["dev"] = await self._compute(view, "developing", start, pend, snap, row_size=float(row_size),
+                                              candle_ms=iv, value_area=float(s.value_area))
         if s.heatmap and res is not None:
             ncols = int(min(max((end - start) // iv * HEAT_BINS_PER_CANDLE, 1), HEAT_MAX_COLS))
             nrows = int(min(max(res.rows // 2, 1), HEAT_MAX_ROWS))
-            p_lo, p_hi = float(res.price_low[0]), float(res.price_high[-1])
-            agg = await self._compute(view, "heatmap", start, pend, snap, price_low=p_lo, price_high=p_hi,
-                                      width=ncols, height=nrows, agg="volume")
-            ch.update_heatmap(agg)
+            plan["heat"] = await self._compute(
+                view, "heatmap", start, pend, snap, price_low=float(res.price_low[0]),
+                price_high=float(res.price_high[-1]), width=ncols, height=nrows, agg="volume")
+        return plan
+
+    def _apply_chart(self, plan: dict) -> None:
+        s = self.settings
+        ch = self.chart
+        tick = plan["tick"]
+        ch.update_candles(plan["candles"])
+        self.visible_range = plan["window"]
+        vis = plan["vis"]
+        if not len(vis):
+            self.profile.clear()
+            self.summary.object = "no trades in the visible range"
+            return
+        lo, hi = plan["lo"], plan["hi"]
+        pad = max((hi - lo) * 0.06, tick * 5)
+        pad_low = max((hi - lo) * 0.28, tick * 5)  # the volume bars take the bottom fifth: keep candles above them
+        ch.set_volume_scale(float(vis["volume"].max()))
+        w_start, w_end = self.visible_range
+        if s.follow or s.range_start is not None:
+            room = (w_end - w_start) * (s.max_width / (1 - s.max_width) * 1.08 if s.show_profile else 0.03)
+            self._set_x = (float(w_start), float(w_end + room))
+            ch.set_ranges(*self._set_x, lo - pad_low, hi + pad)
         else:
-            ch.update_heatmap(None)
-        return start, pend
+            ch.set_y(lo - pad_low, hi + pad)
+        if "cols" not in plan:  # nothing traded yet in the window
+            self.profile.clear()
+            return
+        res = plan["res"]
+        self._draw_profile(res, plan["cols"], tick, plan["row_size"], hi - lo + pad + pad_low)
+        dev = plan.get("dev")
+        ch.update_developing(dev.developing if dev is not None else None)
+        ch.update_heatmap(plan.get("heat"))
 
     # footprint view
-    async def _update_footprint(self, view, snap, candles, tick) -> tuple[int, int]:
+    async def _gather_footprint(self, view, snap, candles, tick) -> dict:
+        """The footprint's range, its result and the profile for it (nothing drawn yet)."""
         s = self.settings
         iv = s.interval_ms
         fp = self._ensure_footprint()
         start, end = self._window(candles, iv, max_candles=s.footprint_candles, xr=fp.x_range)
         t = candles["time"].to_numpy()
         vis = candles[(t >= start) & (t < end)]
-        self.visible_range = (start, end)
         pend = min(end, int(snap.trades.time[-1]) + 1) if len(snap.trades) else end
+        plan = {"view": "footprint", "window": (start, end), "range": (start, end), "tick": tick, "fp": None}
         if not len(vis) or pend <= start:
-            fp.update(None, iv)
-            self.profile.clear()
-            return start, end
+            return plan
         lo, hi = float(vis["low"].min()), float(vis["high"].max())
         row_size = self._row_size(lo, hi, tick, AUTO_ROWS_FOOTPRINT)
         params = dict(row_size=float(row_size), interval_ms=iv, imbalance_ratio=float(s.imbalance_ratio),
@@ -662,7 +683,21 @@ class Dashboard(param.Parameterized):
         res = await self._compute(view, "footprint", start, pend, snap, **params)
         cols = None if res is None else derived(res, ("fp_cols", s.footprint_mode, self.theme),
                                                 lambda: footprint_columns(res, s.footprint_mode, self.theme))
-        fp.update(cols, iv)
+        pres, pcols = await self._profile(view, snap, start, pend, row_size)
+        plan.update(fp=cols, lo=lo, hi=hi, row_size=row_size, res=pres, cols=pcols, range=(start, pend))
+        return plan
+
+    def _apply_footprint(self, plan: dict) -> None:
+        s = self.settings
+        iv = s.interval_ms
+        fp = self._ensure_footprint()
+        start, end = self.visible_range = plan["window"]
+        if plan["fp"] is None:
+            fp.update(None, iv)
+            self.profile.clear()
+            return
+        fp.update(plan["fp"], iv)
+        lo, hi, row_size = plan["lo"], plan["hi"], plan["row_size"]
         pad = row_size * 1.5
         if s.follow or s.range_start is not None:
             room = (end - start) * (s.max_width / (1 - s.max_width) * 1.08 if s.show_profile else 0.02)
@@ -670,9 +705,7 @@ class Dashboard(param.Parameterized):
             fp.set_ranges(*self._set_x, lo - pad, hi + pad)
         else:
             fp.set_ranges(fp.x_range.start, fp.x_range.end, lo - pad, hi + pad)
-        pres, pcols = await self._profile(view, snap, start, pend, row_size)
-        self._draw_profile(pres, pcols, tick, start, pend, row_size, hi - lo + 2 * pad)
-        return start, pend
+        self._draw_profile(plan["res"], plan["cols"], plan["tick"], row_size, hi - lo + 2 * pad)
 
     # side panels and liquidation markers
     def _update_side(self, snap, tick: float, rng: tuple[int, int]) -> None:
