@@ -30,9 +30,9 @@ class HtmlBox:
         import panel as pn
         from bokeh.models import Div
 
-        self.div = Div(text=text, stylesheets=[css] if css else [], name=name, sizing_mode=sizing_mode,
-                       styles=styles or {})
-        self.pane = pn.pane.Bokeh(self.div, sizing_mode=sizing_mode, **pane_kw)
+        self.div = Div(text=text, name=name, sizing_mode=sizing_mode, styles=styles or {})
+        # Panel gives the model of a Bokeh pane the pane's stylesheets (plus its design's), replacing the model's own
+        self.pane = pn.pane.Bokeh(self.div, sizing_mode=sizing_mode, stylesheets=[css] if css else [], **pane_kw)
 
     @property
     def object(self) -> str:
