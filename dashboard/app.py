@@ -198,8 +198,8 @@ class Dashboard(param.Parameterized):
 
     # -- events ----------------------------------------------------------------------
     def _on_user_range(self, attr, old, new):
-        # Range changes made by refresh() arrive here too (after pn.io.hold() releases the
-        # document), so a change to the value the page itself set is not the user's.
+        # Range changes made by refresh() arrive here too (when its document hold is released),
+        # so a change to the value the page itself set is not the user's.
         if new in self._set_x or time.monotonic() < self._ignore_range_until:
             return
         s = self.settings
