@@ -42,8 +42,13 @@ TOKEN = re.compile(r'"token":\s*"([^"]+)"')
 
 
 def _metric(base: str, name: str) -> float:
-    with urllib.request.urlopen(base + "metrics", timeout=10) as r:
-        text = r.read().decode()
+    """Sum of a metric over its labels; NaN when the server is too busy to answer /metrics in 10 s."""
+    try:
+        with urllib.request.urlopen(base + "metrics", timeout=10) as r:
+            text = r.read().decode()
+    except (TimeoutError, OSError):
+        print("  /metrics did not answer within 10 s: the server is saturated")
+        return float("nan")
     return sum(float(m.group(1)) for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+]+)$", text, re.M))
 
 
