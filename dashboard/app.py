@@ -363,7 +363,7 @@ class Dashboard(param.Parameterized):
             self.liqs.pane,
             W.FloatInput.from_param(s.param.tape_min_size, label="Min trade size (tape)", width=170),
             self.tape.pane,
-            width=300, sizing_mode="stretch_height", name="side",
+            width=330, sizing_mode="stretch_height", name="side",
         )
 
     def embed_help(self) -> str:
@@ -748,7 +748,7 @@ class Dashboard(param.Parameterized):
 
 
 _WARMED = threading.Event()
-_WARMING = threading.Event()
+_WARM_LOCK = threading.Lock()
 
 
 def warm_up(registry=None, trades=None, tick: float = 0.01) -> float:
@@ -762,6 +762,8 @@ def warm_up(registry=None, trades=None, tick: float = 0.01) -> float:
     """
     from store.view import KINDS
 
+    if _WARMED.is_set() or not _WARM_LOCK.acquire(blocking=False):
+        return 0.0  # done, or under way in another thread (serve.py's and the first page's may meet)
     t0 = time.perf_counter()
     try:
         if trades is None and registry is not None:
@@ -783,6 +785,8 @@ def warm_up(registry=None, trades=None, tick: float = 0.01) -> float:
         _WARMED.set()
     except Exception:  # noqa: BLE001 - warming is an optimisation only
         log.exception("warm-up failed")
+    finally:
+        _WARM_LOCK.release()
     return time.perf_counter() - t0
 
 
@@ -839,16 +843,8 @@ def create_page(registry, settings: DashboardSettings | None = None, interval_ms
         page = tmpl
     dash.fill()
     dash.start()
-    if not _WARMED.is_set() and not _WARMING.is_set():  # once per process, off the session's thread
-        _WARMING.set()
-
-        def warm():
-            try:
-                warm_up(registry)
-            finally:
-                _WARMING.clear()  # no data yet: a later page tries again
-
-        threading.Thread(target=warm, name="flowlens-warm-up", daemon=True).start()
+    if not _WARMED.is_set() and not _WARM_LOCK.locked():  # once per process, off the session's thread
+        threading.Thread(target=warm_up, args=(registry,), name="flowlens-warm-up", daemon=True).start()
     return page, dash
 
 

@@ -36,6 +36,8 @@ from feeds.readers import read_trades
 pytestmark = pytest.mark.browser
 
 SHOTS = ROOT / "artifacts" / "screenshots"
+# forceOrder frames placed at real trades of the recording (no real liquidation recording exists yet)
+LIQ_FIXTURE = ROOT / "tests" / "fixtures" / "dashboard_liquidations_at_real_trade_prices.jsonl"
 FIGURES = ROOT / "artifacts" / "dashboard-figures.json"
 MODES = ("buysell", "delta", "heatmap", "recency", "tpo", "split")
 # A fixed window of the first replay loop (2020-02-22 00:00-00:30 UTC): its profile stops changing once replayed.
@@ -118,7 +120,7 @@ def ports():
 @pytest.fixture(scope="module")
 def server(ports):
     t0 = time.monotonic()
-    with served("--source", "replay", "--speed", "600", "--update-ms", "300",
+    with served("--source", "replay", "--speed", "600", "--update-ms", "300", "--liquidations", str(LIQ_FIXTURE),
                 "--allow-websocket-origin", f"127.0.0.1:{ports['allowed']}") as (url, proc, started):
         yield {"url": url, "proc": proc, "started": t0}
     Path("/tmp/served.log").write_text("".join(proc.output_lines))
@@ -459,8 +461,41 @@ def test_script_embed_renders_only_from_an_allowed_origin(server, browser, ports
         assert not page.evaluate(JS_STATE), "a page from an origin not allowed must not get the chart"
 
 
+def test_served_liquidations_markers_table_and_filter(server, browser):
+    """serve.py replays the fixture's forceOrder frames with the trades; the page marks them, lists them and filters."""
+    import orjson
+
+    frames = [orjson.loads(x)["data"]["o"] for x in LIQ_FIXTURE.read_text().splitlines()]
+    window = "follow=0&from=2020-02-22T00:00&to=2020-02-22T03:00"  # the first replay loop: times as in the file
+    with page_of(browser) as page:
+        page.goto(url_with(server["url"], window))
+        attrs = wait_for(page, lambda p: (s := chart_ready(p)) and int(s["to"]) == 1582340400000 and s,
+                         "the complete 00:00-03:00 window", timeout=40)
+        start, end = int(attrs["from"]), int(attrs["to"])
+        inside = [o for o in frames if start <= int(o["T"]) < end]
+        assert len(inside) >= 5
+        got = wait_for(page, lambda p: (t := p.evaluate(JS_SOURCE, ["liquidation_markers", "t"])) and
+                       len(t) == len(inside) and t, "a marker per liquidation in the window")
+        assert sorted(int(t) for t in got) == sorted(int(o["T"]) for o in inside)
+        prices = page.evaluate(JS_SOURCE, ["liquidation_markers", "price"])
+        assert sorted(prices) == sorted(float(o["ap"]) for o in inside)
+        table = wait_for(page, lambda p: p.locator(".fl-liqs").first.inner_text(), "the liquidation table")
+        longs = sum(o["S"] == "SELL" for o in inside)
+        assert table.count("▼ long") == longs and table.count("▲ short") == len(inside) - longs
+        assert "at most one liquidation per symbol per second" in page.locator(".fl-note").first.inner_text()
+        shoot(page, "liquidations-served")
+        assert not page.errors, f"browser console errors: {page.errors}"
+        # the minimum-notional filter (from the URL, as the control sets it)
+        notional = sorted(float(o["ap"]) * float(o["z"]) for o in inside)
+        threshold = notional[len(notional) // 2]
+        page.goto(url_with(server["url"], f"{window}&liq_min={threshold:.2f}"))
+        wait_for(page, lambda p: len(p.evaluate(JS_SOURCE, ["liquidation_markers", "t"]) or []) ==
+                 sum(n >= round(threshold, 2) for n in notional), "only liquidations at or above the minimum")
+        assert not page.errors, f"browser console errors: {page.errors}"
+
+
 def test_liquidation_markers_and_table_render(browser, tmp_path):
-    """Rendered from the component (serve.py cannot load liquidations yet): markers, table and the note."""
+    """The same frames through the component alone, rendered as a static page over the whole recording."""
     from bokeh.embed import file_html
     from bokeh.resources import INLINE
     from test_dashboard_components import LIQ_FIXTURE, LocalView, Registry, liquidation_frame, snapshot

@@ -467,8 +467,13 @@ async def test_session_through_a_real_symbol_view_on_valkey(trades, valkey_url):
 
 
 def test_warm_up_runs_every_kind_on_real_trades(trades):
-    assert warm_up(Registry(LocalView(snapshot(trades, 30)))) > 0
-    assert warm_up(Registry(LocalView(snapshot(trades, 30))), trades=trades.take(slice(0, 0))) == 0.0
+    import dashboard.app as app
+
+    app._WARMED.clear()
+    assert warm_up(Registry(LocalView(snapshot(trades, 30))), trades=trades.take(slice(0, 0))) == 0.0  # no data
+    assert not app._WARMED.is_set()
+    assert warm_up(Registry(LocalView(snapshot(trades, 30)))) > 0 and app._WARMED.is_set()
+    assert warm_up(Registry(LocalView(snapshot(trades, 30)))) == 0.0  # once per process
 
 
 def test_sources_get_only_what_changed_and_never_write_into_shared_columns():
