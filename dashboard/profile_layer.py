@@ -334,10 +334,6 @@ class ProfileLayer:
         self.highlight.data = {"y0": [band[0]], "y1": [band[1]]} if band else {"y0": [], "y1": []}
 
 
-#: A column whose changed rows are at most this share of its rows is patched row by row.
-PATCH_MAX_SHARE = 0.2
-
-
 def _changed_rows(old, new) -> np.ndarray:
     """Indices of the rows that differ between two equal-length columns (NaN equals NaN)."""
     a, b = np.asarray(old), np.asarray(new)
@@ -351,35 +347,22 @@ def _changed_rows(old, new) -> np.ndarray:
 
 
 def _own(v):
-    """A copy the session's source owns: ``patch`` writes into it, and the given columns may be shared."""
+    """A copy the session's source owns (the given columns may be shared between sessions)."""
     return np.array(v) if isinstance(v, np.ndarray) else list(v)
 
 
 def _update_source(src: ColumnDataSource, data: dict) -> None:
-    """Set ``data`` on ``src`` sending as little as possible.
+    """Give ``src`` the columns ``data`` as a new dict of its own copies, or send nothing when nothing changed.
 
-    A new row count (or new columns) replaces the data; otherwise unchanged columns are
-    not sent, columns with few changed rows are patched row by row, the rest are sent
-    whole. The source gets its own copies, since ``data`` may be shared between sessions.
+    Never a partial update or a row patch: Bokeh serializes a data change when it writes
+    the message, from the source's columns *at that time*, so a later in-place change
+    (``patch``, ``data.update``) can reach the browser inside an earlier message and leave
+    its columns with different lengths (BokehJS "Size mismatch", DataView errors). A dict
+    that is replaced whole and never mutated cannot be torn.
     """
     old = src.data
     n_new = len(next(iter(data.values()))) if data else 0
     n_old = len(next(iter(old.values()))) if old else 0
-    if n_new != n_old or set(old) != set(data):
-        src.data = {k: _own(v) for k, v in data.items()}
+    if n_new == n_old and set(old) == set(data) and not any(len(_changed_rows(old[k], v)) for k, v in data.items()):
         return
-    whole, patches = {}, {}
-    limit = max(2, int(PATCH_MAX_SHARE * n_new))
-    for k, v in data.items():
-        rows = _changed_rows(old[k], v)
-        if not len(rows):
-            continue
-        if len(rows) <= limit:
-            vals = np.asarray(v)[rows].tolist()
-            patches[k] = list(zip(rows.tolist(), vals, strict=True))
-        else:
-            whole[k] = _own(v)
-    if whole:
-        src.data.update(whole)
-    if patches:
-        src.patch(patches)
+    src.data = {k: _own(v) for k, v in data.items()}
