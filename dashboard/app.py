@@ -36,6 +36,7 @@ from compute.grid import auto_row_size
 from . import fmt
 from .chart import PriceChart
 from .data import derived, liquidations_view, resample_candles, shared, tape_rows
+from .download import Downloads
 from .footprint import FootprintChart, footprint_columns
 from .panels import HtmlBox, liquidations_html, tape_html
 from .profile_layer import ProfileLayer, profile_columns
@@ -180,6 +181,9 @@ class Dashboard(param.Parameterized):
         self._last_symbol = s.symbol
         self._last_tick = None
         self._last_res = None
+        #: The latest refresh's results for the current view (what the download buttons export).
+        self.last_plan: dict | None = None
+        self.downloads: Downloads | None = None
         self.last_labels: dict = {}
         self.visible_range: tuple[int, int] | None = None
         self.defaults: dict = {}
@@ -317,6 +321,7 @@ class Dashboard(param.Parameterized):
             s.percentiles = vals
 
         pct.param.watch(set_pct, "value")
+        self.downloads = Downloads(self)
         display = pn.Column(
             W.Checkbox.from_param(s.param.show_profile, label="Volume profile"),
             W.Checkbox.from_param(s.param.heatmap, label="Heat-map behind candles"),
@@ -345,6 +350,7 @@ class Dashboard(param.Parameterized):
             W.IntInput.from_param(s.param.window_minutes, label="Window while following (min)"),
             pn.Card(display, title="Display", collapsed=False, sizing_mode="stretch_width"),
             pn.Card(footprint, title="Footprint", collapsed=True, sizing_mode="stretch_width"),
+            pn.Card(self.downloads.panel(), title="Download", collapsed=False, sizing_mode="stretch_width"),
             W.IntInput.from_param(s.param.update_ms, label="Refresh (ms)"),
             pn.Card(pn.pane.HTML(self.embed_help(), stylesheets=[css_for(self.theme)], sizing_mode="stretch_width"),
                     title="Embed this chart", collapsed=True, sizing_mode="stretch_width"),
@@ -549,6 +555,7 @@ class Dashboard(param.Parameterized):
                 self._apply_footprint(plan)
             else:
                 self._apply_chart(plan)
+            self.last_plan = plan
             self._update_side(snap, tick, plan["range"])
 
     # chart view
@@ -673,7 +680,8 @@ class Dashboard(param.Parameterized):
         t = candles["time"].to_numpy()
         vis = candles[(t >= start) & (t < end)]
         pend = min(end, int(snap.trades.time[-1]) + 1) if len(snap.trades) else end
-        plan = {"view": "footprint", "window": (start, end), "range": (start, end), "tick": tick, "fp": None}
+        plan = {"view": "footprint", "window": (start, end), "range": (start, end), "tick": tick, "fp": None,
+                "candles": candles}
         if not len(vis) or pend <= start:
             return plan
         lo, hi = float(vis["low"].min()), float(vis["high"].max())
@@ -684,7 +692,7 @@ class Dashboard(param.Parameterized):
         cols = None if res is None else derived(res, ("fp_cols", s.footprint_mode, self.theme),
                                                 lambda: footprint_columns(res, s.footprint_mode, self.theme))
         pres, pcols = await self._profile(view, snap, start, pend, row_size)
-        plan.update(fp=cols, lo=lo, hi=hi, row_size=row_size, res=pres, cols=pcols, range=(start, pend))
+        plan.update(fp=cols, fp_res=res, lo=lo, hi=hi, row_size=row_size, res=pres, cols=pcols, range=(start, pend))
         return plan
 
     def _apply_footprint(self, plan: dict) -> None:

@@ -400,6 +400,43 @@ def test_url_parameters_set_the_controls(server, browser):
         assert not page.errors, f"browser console errors: {page.errors}"
 
 
+def test_download_buttons_send_the_views_profile_levels_and_candles(server, browser, recording):
+    """Issue 7 item 5: a click on a download button saves a file of the view's numbers (CSV, then Parquet)."""
+    import pandas as pd
+
+    from dashboard.data import CANDLE_COLUMNS
+
+    with page_of(browser) as page:
+        page.goto(url_with(server["url"], FIXED))
+        attrs = wait_for(page, lambda p: (s := chart_ready(p)) and int(s["to"]) == 1582331400000 and s,
+                         "the fixed window's complete profile", timeout=40)
+        with page.expect_download(timeout=30_000) as dl:
+            page.get_by_role("button", name="Profile levels").click()
+        assert dl.value.suggested_filename == "flowlens-BTCUSDT-levels-20200222T000000-20200222T003000.csv"
+        got = pd.read_csv(dl.value.path())
+        assert list(got.columns) == ["price_low", "price_high", "volume", "buy", "sell", "delta", "trades"]
+        want = volume_profile(recording.time_slice(int(attrs["from"]), int(attrs["to"])), 0.01, float(attrs["rowSize"]))
+        pd.testing.assert_frame_equal(got, want.levels, check_exact=True)
+        assert f"{want.poc:.2f}" == attrs["poc"]
+        page.get_by_role("button", name="Candles").scroll_into_view_if_needed()
+        shoot(page, "download-buttons")
+        assert page.evaluate(JS_SET_WIDGET, ["CSV|Parquet", 1])
+        with page.expect_download(timeout=30_000) as dl:
+            page.get_by_role("button", name="Candles").click()
+        assert dl.value.suggested_filename.endswith(".parquet")
+        candles = pd.read_parquet(dl.value.path())
+        assert list(candles.columns) == list(CANDLE_COLUMNS) and len(candles) == 30
+        assert candles["time"].iloc[0] == int(attrs["from"]) and candles["volume"].sum() == pytest.approx(
+            want.total_volume, abs=1e-6)
+        with page.expect_download(timeout=60_000) as dl:  # the chart as drawn, rendered server-side by Chromium
+            page.get_by_role("button", name="Chart (PNG)").click()
+        from PIL import Image
+
+        from dashboard.download import PNG_SIZE
+
+        assert Image.open(dl.value.path()).size == PNG_SIZE and dl.value.suggested_filename.endswith(".png")
+        assert not page.errors, f"browser console errors: {page.errors}"
+
 def test_hostile_url_values_show_a_message_and_never_run(server, browser):
     hostile = {
         "symbol": "<script>window.__pwned=1</script>", "va": "7", "row_ticks": "-5",
