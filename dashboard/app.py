@@ -91,9 +91,64 @@ CSS = """
 .fl-embed code { color: %(warn)s; }
 """
 
+#: The periodic refresh (status bar, anything missed) runs at least this often, whatever update_ms (ms).
+STATUS_MS = 1000
+
 
 def css_for(theme: str) -> str:
     return CSS % THEMES[theme]
+
+
+
+class _OneMessage:
+    """Stands in for a Bokeh protocol so that one pending patch serializes several events as one PATCH-DOC."""
+
+    def __init__(self, protocol, events):
+        self._protocol, self._events = protocol, events
+
+    def create(self, kind, *_args, **_kw):
+        return self._protocol.create(kind, self._events)
+
+
+def _carries_buffers(event) -> bool:
+    """True for events that carry column data (binary buffers): they are sent as Bokeh made them."""
+    from bokeh.document.events import ColumnDataChangedEvent, ColumnsPatchedEvent, ColumnsStreamedEvent
+
+    if isinstance(event, (ColumnDataChangedEvent, ColumnsStreamedEvent, ColumnsPatchedEvent)):
+        return True
+    return getattr(event, "attr", None) == "data"
+
+
+def _merge_pending_patches(pending: list, n0: int) -> None:
+    """Merge the property changes Bokeh queued since index ``n0`` (one message per event) into one message.
+
+    Bokeh (3.x ``ServerSession``) queues a ``_PendingPatch(event, protocol, connections)``
+    per document event while a locked callback runs and writes them once it returns.
+    The column-data events stay messages of their own, in their order (several
+    buffer-carrying events in one message made BokehJS misread buffers: "Offset is outside
+    the bounds of the DataView", seen in the browser tests); the property changes (texts,
+    positions, ranges; they do not depend on the data) follow them as one ``PATCH-DOC``,
+    in their order. Anything unexpected (another Bokeh version, several connection sets)
+    is left as Bokeh made it: correct, only slower.
+    """
+    new = pending[n0:]
+    if len(new) < 2:
+        return
+    try:
+        from bokeh.server.session import _PendingPatch
+
+        if not all(type(p) is _PendingPatch for p in new):
+            return
+        data = [p for p in new if _carries_buffers(p.event)]
+        props = [p for p in new if not _carries_buffers(p.event)]
+        if len(props) < 2 or any(p.connections != props[0].connections for p in props):
+            return
+        merged = _PendingPatch(props[0].event, _OneMessage(props[0].protocol, [p.event for p in props]),
+                               props[0].connections)
+    except (ImportError, AttributeError, TypeError):
+        return
+    del pending[n0:]
+    pending.extend([*data, merged])
 
 
 def known_symbols(registry) -> list[str]:
@@ -191,6 +246,10 @@ class Dashboard(param.Parameterized):
         self._cb = None
         self._sync_compute = False
         self._busy = False
+        self._again = False
+        self._poke_pending = False
+        self._last_refresh = 0.0
+        self._subscribed: set[str] = set()
         self._url_sync = False
         self.chart.x_range.on_change("start", self._on_user_range)
         self.chart.x_range.on_change("end", self._on_user_range)
@@ -210,11 +269,13 @@ class Dashboard(param.Parameterized):
         if s.follow or s.range_start is not None:
             s.param.update(follow=False, range_start=None, range_end=None)
         self._rev += 1
+        self.poke()
 
     def _on_reset(self, event):
         self._ignore_range_until = time.monotonic() + 1.0
         self.settings.param.update(follow=True, range_start=None, range_end=None)
         self._rev += 1
+        self.poke()
 
     def _on_tap(self, x_range, event) -> None:
         """A click on a profile row highlights its price band; a click on the highlighted row clears it."""
@@ -261,10 +322,12 @@ class Dashboard(param.Parameterized):
         self._apply_style()
         if self._url_sync:
             self._sync_url()
+        self._subscribe()
+        self.poke()
 
     def _on_update_ms(self, event):
         if self._cb is not None:
-            self._cb.period = int(event.new)
+            self._cb.period = self._status_period()
         if self._url_sync:
             self._sync_url()
 
@@ -424,19 +487,61 @@ class Dashboard(param.Parameterized):
                          styles={"background": self._th["bg"]}, margin=0)
 
     def start(self) -> None:
-        """Start this session's one periodic refresh (call inside a served session).
+        """Start this session's updates (call inside a served session).
 
-        It runs in the background: it does not turn the page's busy indicator on at every tick.
+        The session refreshes when its view announces new data (``SymbolView.on_new_data``),
+        at most once per ``update_ms`` (a throttle: the first new batch is shown at once, the
+        ones that follow within the period together at its end), and when the viewer changes
+        a setting or the range. A background periodic callback (every ``max(update_ms,
+        STATUS_MS)``) keeps the status bar current (lag, ``stale since``) and catches
+        anything missed. It does not turn the page's busy indicator on.
         """
         from panel.io.callbacks import PeriodicCallback
 
-        self._cb = PeriodicCallback(callback=self.refresh, period=self.settings.update_ms, background=True)
+        self._cb = PeriodicCallback(callback=self.refresh, period=self._status_period(), background=True)
         self._cb.start()
         doc = self._doc = pn.state.curdoc
         if doc is not None:
             pn.state._periodic.setdefault(doc, []).append(self._cb)
             # one more refresh as soon as the page is shown, as a locked next-tick callback of the document
             pn.state.onload(lambda: doc.add_next_tick_callback(self.refresh))
+        self._subscribe()
+
+    def _status_period(self) -> int:
+        return max(int(self.settings.update_ms), STATUS_MS)
+
+    def _subscribe(self) -> None:
+        """Ask the current symbol's view to poke this session when new data arrives (once per symbol)."""
+        sym = self.settings.symbol
+        if sym in self._subscribed or self._doc is None:
+            return
+        view = self.registry.get(sym)
+        if hasattr(view, "on_new_data"):
+            view.on_new_data(self.poke)
+            self._subscribed.add(sym)
+
+    def poke(self) -> None:
+        """Schedule a refresh: now if the last one started ``update_ms`` ago or more, else when it has.
+
+        Called on the server's event loop (by the view, or by a viewer's change); several pokes
+        within one period give one refresh. Does nothing for a closed or disconnected page.
+        """
+        doc = self._doc
+        if doc is None or self._poke_pending or not self._connected():
+            return
+        wait_ms = int(self.settings.update_ms - (time.monotonic() - self._last_refresh) * 1000)
+        self._poke_pending = True
+        try:
+            if wait_ms > 0:
+                doc.add_timeout_callback(self._poked, wait_ms)
+            else:
+                doc.add_next_tick_callback(self._poked)
+        except Exception:  # noqa: BLE001 - a session being destroyed refuses new callbacks
+            self._poke_pending = False
+
+    async def _poked(self) -> None:
+        self._poke_pending = False
+        await self.refresh()
 
     # -- refresh ---------------------------------------------------------------------
     async def refresh(self) -> None:
@@ -446,9 +551,14 @@ class Dashboard(param.Parameterized):
         its awaits). Shared results come from ``view.compute_async`` (the Redis-backed,
         cross-process cache) when the view has it, else from ``view.compute``.
         """
-        if self._busy or not self._connected():
+        if self._busy:
+            self._again = True  # new data came in during this refresh: one more right after it
+            return
+        if not self._connected():
             return
         self._busy = True
+        self._again = False
+        self._last_refresh = time.monotonic()
         _t0 = time.perf_counter()
         try:
             await self._refresh()
@@ -460,27 +570,40 @@ class Dashboard(param.Parameterized):
                                   f"{html.escape(type(e).__name__)}: {html.escape(str(e))[:200]}</span>")
         finally:
             self._busy = False
+            if self._again and self._doc is not None:
+                self._again = False
+                self.poke()
 
     @contextlib.contextmanager
     def _held(self):
-        """Collect a refresh's model changes (made with no await in between) and send them in order.
+        """Collect a refresh's model changes (made with no await in between) and send them as one message.
 
         Bokeh's own ``Document.hold("collect")``: refresh() runs as a locked callback, so on
-        ``unhold`` Bokeh queues the events and writes them, in order, before the lock is
-        released. Panel's ``pn.io.hold`` writes held events from the event loop itself; mixed
-        with the events Bokeh writes for the page's other callbacks, a row patch could then
-        reach the browser before the data it patches (seen as "Size mismatch" and DataView
-        errors in BokehJS).
+        ``unhold`` Bokeh queues the events and writes them, in order and under the
+        connection's write lock, before the document lock is released. Bokeh queues one
+        ``PATCH-DOC`` per event; :func:`_merge_pending_patches` sends the property changes
+        as one (a refresh makes about a dozen changes, and with many sessions the
+        per-message cost dominated the server's time). Panel's ``unlocked`` sends a refresh
+        as one message but writes it outside Bokeh's write lock, and BokehJS then misread
+        buffers ("Offset is outside the bounds of the DataView", seen in the browser tests).
         """
         doc = self._doc
-        hold = doc is not None and doc.session_context is not None and not doc.callbacks.hold_value
-        if hold:
-            doc.hold("collect")
+        if doc is None or doc.session_context is None:
+            yield
+            return
+        if doc.callbacks.hold_value:
+            yield
+            return
+        session = getattr(doc.session_context, "_session", None)
+        pending = getattr(session, "_pending_writes", None)
+        n0 = len(pending) if isinstance(pending, list) else None
+        doc.hold("collect")
         try:
             yield
         finally:
-            if hold:
-                doc.unhold()
+            doc.unhold()
+            if n0 is not None:
+                _merge_pending_patches(pending, n0)
 
     def _connected(self) -> bool:
         """False while no browser is connected to this session (a closed tab waiting to expire): skip work."""

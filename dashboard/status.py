@@ -10,8 +10,9 @@ gaps_filled, gaps_unfilled}`` written by a live feed; absent for a replay), the
 lag of the last trade (live) or the replay clock, trades per second, the last
 trade time (UTC), Redis state with its round-trip time, and ``stale since
 hh:mm:ss`` when Redis stops answering or the ingest heartbeat stops. The span carries
-``data-heartbeat`` (the ingest's wall-clock ms of the data shown) so a browser can
-measure how long data takes from Redis to the screen.
+``data-heartbeat`` (the ingest's wall-clock ms of the data shown) and ``data-last-id``
+(the last trade id shown), so a client can measure how long a trade takes from the
+ingest to the screen (``benchmarks/bench_load.py``).
 """
 
 from __future__ import annotations
@@ -122,5 +123,7 @@ def status_html(snap, theme: str = "dark", now: float | None = None) -> str:
             parts.append(f'<span style="color:{th["bad"]}">stale since {fmt.clock(hb_s)}</span>')
     inner = " · ".join(parts)
     hb_attr = html.escape(str(hb)) if hb not in (None, "") else ""
-    return f'<span class="fl-status" data-heartbeat="{hb_attr}">{inner}</span>'
+    lid = m.get("last_trade_id")
+    lid_attr = html.escape(str(lid)) if lid not in (None, "") else ""
+    return f'<span class="fl-status" data-heartbeat="{hb_attr}" data-last-id="{lid_attr}">{inner}</span>'
 

@@ -18,6 +18,7 @@ import collections
 import logging
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -104,6 +105,29 @@ class SymbolView(TaskOwner):
         self.cache = cache if cache is not None else SharedCache(store.r)
         self._shared: collections.OrderedDict = collections.OrderedDict()
         self._inflight: dict = {}
+        self._listeners: list[weakref.WeakMethod] = []
+
+    def on_new_data(self, method) -> None:
+        """Call the bound method ``method()`` after each new snapshot version, on the view's event loop.
+
+        Sessions use it to refresh when data arrives instead of polling. The method is held
+        weakly (a closed session's dashboard is not kept alive by the view); it must be quick
+        (schedule work, do not do it) and exceptions from it are logged and ignored.
+        """
+        self._listeners.append(weakref.WeakMethod(method))
+
+    def _notify(self) -> None:
+        alive = []
+        for ref in self._listeners:
+            m = ref()
+            if m is None:
+                continue
+            alive.append(ref)
+            try:
+                m()
+            except Exception:  # noqa: BLE001 - one session's listener must not stop the view
+                log.exception("new-data listener failed")
+        self._listeners = alive
 
     async def run(self) -> None:
         """Bootstrap from the whole kept stream, then follow it until cancelled."""
@@ -128,11 +152,14 @@ class SymbolView(TaskOwner):
                         fresh = await self.store.candles_at(self.symbol, times, self.interval_ms)
                     candles = self._merge_candles(candles, fresh)
                     self._append(batch, float(meta.get("tick", 0.01)))
+                new = bool(len(batch) or len(liq))
                 self.snapshot = Snapshot(
                     self.symbol, self._trades(), candles, meta,
-                    self.snapshot.version + (1 if len(batch) or len(liq) else 0), True, None,
+                    self.snapshot.version + (1 if new else 0), True, None,
                     rtt, self._liq,
                 )
+                if new:
+                    self._notify()
                 backoff = 0.2
             except asyncio.CancelledError:
                 raise
