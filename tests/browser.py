@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,6 +58,10 @@ def served(*args: str, timeout: float = 60.0, env: dict | None = None):
         proc.kill()
         raise RuntimeError("serve.py did not start:\n" + "".join(lines) + (proc.stdout.read() or ""))
     proc.output_lines = lines
+    # Keep reading the server's output: a full pipe (64 KB of access and session logs, reached
+    # quickly with many sessions) would block the server on its next log line.
+    drain = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    drain.start()
     try:
         yield url, proc, t0
     finally:
@@ -67,8 +72,7 @@ def served(*args: str, timeout: float = 60.0, env: dict | None = None):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        rest = proc.stdout.read() if proc.stdout else ""
-        proc.output_lines.append(rest)
+        drain.join(timeout=5)
 
 
 def launch(playwright, chromium: str):
