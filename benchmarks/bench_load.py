@@ -2,14 +2,18 @@
 
     python -m benchmarks.bench_load [--sessions 1,50,200] [--seconds 30] [--browsers 2] [--speed 20]
 
-For each N it starts ``serve.py`` (embedded Valkey), opens N sessions with raw WebSocket clients speaking
+For each N it starts ``serve.py`` (embedded Valkey), opens N sessions (each says ``document_ready`` as BokehJS does; four at a time, ``--path`` picks the
+page: the full dashboard or e.g. ``/?embed=1``, the chart that other sites embed) with raw WebSocket clients speaking
 the Bokeh protocol (the page's session token, ``PULL-DOC-REQ``, then every ``PATCH-DOC`` the server pushes)
-plus ``--browsers`` real Chromium pages, and measures for ``--seconds``:
+plus ``--browsers`` real Chromium pages, waits until every session holds its document, and then measures
+the steady state for ``--seconds``:
 
-* the delay from a batch's ingest (the ingest service stamps each batch with the wall time it writes it,
-  shown in the status bar as ``data-heartbeat``) to the arrival of that stamp in each session: p50, p99;
-* server CPU (% of one core, serve.py process) and resident memory per session
-  ((RSS with N sessions - RSS with none) / N);
+* the delay of each trade batch in each session: from the ingest's announcement of the batch (its pub/sub
+  message, sent in the transaction that writes it; the bench notes its arrival) to the first message in
+  which the session's status bar shows a last trade id (``data-last-id``) at or past the batch's last id:
+  p50 and p99 over all (batch, session) pairs ("samples"); a batch not shown within the window is "missed";
+* server CPU (% of one core, serve.py and its --num-procs workers) and resident memory per session
+  ((RSS with N sessions - RSS before the first) / N);
 * computations per second, from /metrics (``flowlens_computations_total``), which must not grow with N for
   sessions on the same view.
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures as cf
+import os
 import re
 import sys
 import time
@@ -37,7 +42,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from browser import launch, served  # noqa: E402
 
-STAMP = re.compile(rb'data-heartbeat=(?:\\?"|&quot;)(\d+)')  # HTML-escaped inside Panel's HTML model
+LAST_ID = re.compile(rb'data-last-id=(?:\\*"|&quot;)(\d+)')  # escaped once or twice inside Panel's HTML model
 TOKEN = re.compile(r'"token":\s*"([^"]+)"')
 
 
@@ -57,23 +62,46 @@ def _msg(msgtype: str) -> list[str]:
     return [orjson.dumps(header).decode(), "{}", "{}"]
 
 
-async def session(http: aiohttp.ClientSession, base: str, delays: list, stop: asyncio.Event, warmup: float):
-    """One Bokeh session over a raw WebSocket: collect (arrival - ingest stamp) of every status patch."""
-    async with http.get(base) as r:
-        html = await r.text()
+#: The ``document_ready`` event BokehJS sends once it has drawn the document.
+READY = [orjson.dumps({"msgid": "ready", "msgtype": "PATCH-DOC"}).decode(), "{}", orjson.dumps({"events": [
+    {"kind": "MessageSent", "msg_type": "bokeh_event",
+     "msg_data": {"type": "event", "name": "document_ready", "values": {"type": "map"}}}]}).decode()]
+
+
+class Clients:
+    """Shared state of the raw sessions: how many hold their document, and the delays while measuring."""
+
+    def __init__(self):
+        self.ready = 0
+        self.failed: list[BaseException] = []
+        self.measuring = False
+        #: per session: (arrival wall ms, last trade id shown) for every new id seen while measuring
+        self.seen: list[list[tuple[float, int]]] = []
+        self.stop = asyncio.Event()
+
+
+async def session(http: aiohttp.ClientSession, url: str, st: Clients, sem: asyncio.Semaphore):
+    """One Bokeh session over a raw WebSocket: GET the page, PULL-DOC, then read every PATCH-DOC.
+
+    While ``st.measuring``, each new ``data-last-id`` (last trade id shown) is noted with its arrival time.
+    """
+    async with sem:  # open the sessions a few at a time, as a crowd arriving, not one burst
+        async with http.get(url, timeout=aiohttp.ClientTimeout(total=600)) as r:
+            html = await r.text()
     m = TOKEN.search(html)
     if not m:
         raise RuntimeError("no session token in the page")
+    base = url.split("?")[0]
     ws_url = base.replace("http://", "ws://") + "ws"
     async with http.ws_connect(ws_url, protocols=("bokeh", m.group(1)), max_msg_size=0) as ws:
-        await ws.receive()  # ACK: header
-        await ws.receive()
-        await ws.receive()
+        for _ in range(3):  # ACK: header, metadata, content
+            await ws.receive()
         for part in _msg("PULL-DOC-REQ"):
             await ws.send_str(part)
-        t0 = time.monotonic()
-        last = None
-        while not stop.is_set():
+        last, counted = None, False
+        seen: list[tuple[float, int]] = []
+        st.seen.append(seen)
+        while not st.stop.is_set():
             try:
                 msg = await asyncio.wait_for(ws.receive(), 1.0)
             except TimeoutError:
@@ -81,35 +109,118 @@ async def session(http: aiohttp.ClientSession, base: str, delays: list, stop: as
             if msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
                 break
             data = msg.data if isinstance(msg.data, bytes) else msg.data.encode()
-            for s in STAMP.findall(data):
-                stamp = int(s)
-                if stamp != last and time.monotonic() - t0 > warmup:
-                    delays.append(time.time() * 1000 - stamp)
-                last = stamp
+            if not counted and b"PULL-DOC-REPLY" in data:
+                st.ready += 1
+                counted = True
+                for part in READY:  # as BokehJS does once the page is drawn (Panel's onload, batched writes)
+                    await ws.send_str(part)
+            for s in LAST_ID.findall(data):
+                lid = int(s)
+                if lid != last and st.measuring:
+                    seen.append((time.time() * 1000, lid))
+                last = lid
 
 
-async def run_clients(base: str, n: int, seconds: float, warmup: float) -> list[float]:
-    delays: list[float] = []
-    stop = asyncio.Event()
+async def announcements(redis_url: str, symbol: str, st: Clients, out: list) -> None:
+    """Note (wall ms, last trade id) of every batch the ingest announces on the symbol's pub/sub channel.
+
+    The ingest publishes in the same MULTI/EXEC that writes the batch: this is the trade's
+    time stamp at ingest (to the bench's clock, the same host's).
+    """
+    import redis.asyncio as aioredis
+
+    from store import keys
+
+    r = aioredis.from_url(redis_url)
+    ps = r.pubsub()
+    await ps.subscribe(keys.updated(symbol))
+    try:
+        while not st.stop.is_set():
+            m = await ps.get_message(ignore_subscribe_messages=True, timeout=0.5)
+            if m and st.measuring:
+                out.append((time.time() * 1000, int(m["data"])))
+    finally:
+        await ps.aclose()
+        await r.aclose()
+
+
+def trade_delays(batches: list[tuple[float, int]], sessions: list[list[tuple[float, int]]], end_ms: float):
+    """Delay (ms) of each announced batch in each session: first arrival showing its last trade id, minus
+    its announcement. Returns (delays, missed): a batch announced at least 1 s before ``end_ms`` that no
+    message of a session covered counts as missed in that session (its delay is longer than that)."""
+    delays, missed = [], 0
+    for seen in sessions:
+        arr = np.array([a for a, _ in seen])
+        ids = np.maximum.accumulate(np.array([i for _, i in seen])) if seen else np.array([], dtype=np.int64)
+        for t_pub, id1 in batches:
+            if t_pub > end_ms - 1000:
+                continue
+            k = int(np.searchsorted(ids, id1))  # first message whose shown id reaches the batch's last id
+            while k < len(arr) and arr[k] < t_pub:  # shown before announced: the clocks' order; take the next
+                k += 1
+            if k < len(arr):
+                delays.append(arr[k] - t_pub)
+            else:
+                missed += 1
+    return delays, missed
+
+
+def _procs(root: psutil.Process) -> list[psutil.Process]:
+    """serve.py and its forked workers (--num-procs), not the embedded Valkey."""
+    return [root, *(c for c in root.children(recursive=True) if "valkey" not in c.name())]
+
+
+async def run_clients(url: str, n: int, seconds: float, srv: psutil.Process, open_timeout: float,
+                      redis_url: str, symbol: str) -> dict:
+    """Open ``n`` sessions, wait until each holds its document, then measure for ``seconds``."""
+    st = Clients()
+    sem = asyncio.Semaphore(4)
     conn = aiohttp.TCPConnector(limit=0)
+    out: dict = {}
     async with aiohttp.ClientSession(connector=conn) as http:
-        tasks = [asyncio.ensure_future(session(http, base, delays, stop, warmup)) for _ in range(n)]
-        await asyncio.sleep(seconds + warmup)
-        stop.set()
+        batches: list[tuple[float, int]] = []
+        watcher = asyncio.ensure_future(announcements(redis_url, symbol, st, batches))
+        tasks = [asyncio.ensure_future(session(http, url, st, sem)) for _ in range(n)]
+        t0 = time.monotonic()
+        while st.ready + sum(t.done() for t in tasks) < n and time.monotonic() - t0 < open_timeout:
+            await asyncio.sleep(0.5)
+        out["open_s"] = time.monotonic() - t0
+        out["ready"] = st.ready
+        await asyncio.sleep(3)  # let the last sessions' first refreshes pass
+        procs = _procs(srv)
+        cpu0 = sum(sum(p.cpu_times()[:2]) for p in procs)
+        c0 = await asyncio.to_thread(_metric, url.split("?")[0], "flowlens_computations_total")
+        st.measuring = True
+        t1 = time.monotonic()
+        await asyncio.sleep(seconds)
+        st.measuring = False
+        end_ms = time.time() * 1000
+        wall = time.monotonic() - t1
+        out["cpu"] = (sum(sum(p.cpu_times()[:2]) for p in procs) - cpu0) / wall * 100
+        out["rss"] = sum(p.memory_info().rss for p in procs)
+        c1 = await asyncio.to_thread(_metric, url.split("?")[0], "flowlens_computations_total")
+        out["comps"] = (c1 - c0) / wall
+        st.stop.set()
         res = await asyncio.gather(*tasks, return_exceptions=True)
-    errors = [r for r in res if isinstance(r, Exception)]
+        await watcher
+    errors = [r for r in res if isinstance(r, BaseException)]
     if errors:
         print(f"  {len(errors)} session(s) failed: {errors[0]!r}")
-    return delays
+    out["delays"], out["missed"] = trade_delays(batches, st.seen, end_ms)
+    out["batches"] = len(batches)
+    return out
 
 
-def measure(n: int, seconds: float, browsers: int, speed: float, chromium: str) -> dict:
+def measure(n: int, seconds: float, browsers: int, speed: float, chromium: str, path: str, procs: int) -> dict:
     from playwright.sync_api import sync_playwright
 
-    with served("--speed", f"{speed:g}", "--update-ms", "250") as (url, proc, _):
+    args = ["--speed", f"{speed:g}", "--update-ms", "250"] + (["--num-procs", str(procs)] if procs > 1 else [])
+    with served(*args) as (base, proc, _):
+        redis_url = next(line.split(" at ")[1].strip() for line in proc.output_lines if "embedded Valkey at" in line)
         srv = psutil.Process(proc.pid)
         time.sleep(3)
-        rss0 = srv.memory_info().rss
+        rss0 = sum(p.memory_info().rss for p in _procs(srv))
+        url = base + path.lstrip("/")
         pages, pw, browser = [], None, None
         if browsers and n:
             pw = sync_playwright().start()
@@ -118,27 +229,19 @@ def measure(n: int, seconds: float, browsers: int, speed: float, chromium: str) 
                 pg = browser.new_page(viewport={"width": 1280, "height": 720})
                 pg.goto(url)
                 pages.append(pg)
-        warmup = 3.0 + n * 0.02
-        c0 = _metric(url, "flowlens_computations_total")
-        srv.cpu_percent(None)
-        t0 = time.monotonic()
-        if n:  # Playwright's sync API holds this thread's event loop: the clients get a thread of their own
-            with cf.ThreadPoolExecutor(1) as ex:
-                delays = ex.submit(asyncio.run, run_clients(url, n, seconds, warmup)).result()
-        else:
-            time.sleep(seconds + warmup)
-            delays = []
-        wall = time.monotonic() - t0
-        cpu = srv.cpu_percent(None)
-        rss = srv.memory_info().rss
-        comps = (_metric(url, "flowlens_computations_total") - c0) / wall
+        # Playwright's sync API holds this thread's event loop: the clients get a thread of their own
+        with cf.ThreadPoolExecutor(1) as ex:
+            out = ex.submit(asyncio.run, run_clients(url, n, seconds, srv, 60 + 3 * n, redis_url, "BTCUSDT")).result()
         if browser is not None:
             browser.close()
             pw.stop()
-    d = np.array(delays) if delays else np.array([np.nan])
-    return {"n": n, "cpu": cpu, "rss_mb": rss / 2**20, "per_session_mb": (rss - rss0) / 2**20 / max(n + browsers * bool(n), 1),
+    d = np.array(out["delays"]) if out["delays"] else np.array([np.nan])
+    sessions = n + browsers * bool(n)
+    return {"n": n, "cpu": out["cpu"], "rss_mb": out["rss"] / 2**20, "open_s": out["open_s"], "ready": out["ready"],
+            "per_session_mb": (out["rss"] - rss0) / 2**20 / max(sessions, 1),
             "p50": float(np.nanpercentile(d, 50)), "p99": float(np.nanpercentile(d, 99)), "samples": int(np.isfinite(d).sum()),
-            "comps": comps}
+            "missed": out["missed"], "batches": out["batches"],
+            "comps": out["comps"]}
 
 
 def main(argv=None) -> int:
@@ -148,15 +251,20 @@ def main(argv=None) -> int:
     ap.add_argument("--browsers", type=int, default=2)
     ap.add_argument("--speed", type=float, default=20.0)
     ap.add_argument("--chromium", default="/usr/bin/chromium")
+    ap.add_argument("--path", default="/", help="the page the sessions open, e.g. '/?embed=1' for the embedded chart")
+    ap.add_argument("--num-procs", type=int, default=1, help="serve.py --num-procs")
     a = ap.parse_args(argv)
-    print(f"load: replay at {a.speed:g}x, {a.seconds:g} s per row, raw Bokeh-protocol sessions "
-          f"+ {a.browsers} Chromium pages (for N > 0); targets: p99 <= 500 ms at N=200, <= 15 MB/session")
-    print(f"{'N':>4} | {'server CPU %':>12} | {'RSS MB':>7} | {'MB/session':>10} | {'p50 ms':>7} | {'p99 ms':>7} | "
-          f"{'samples':>7} | {'comp/s':>6}")
+    print(f"load: replay at {a.speed:g}x, page {a.path}, {a.num_procs} server process(es), {a.seconds:g} s measured "
+          f"once every session holds its document; raw Bokeh-protocol sessions + {a.browsers} Chromium pages "
+          f"(for N > 0); targets: p99 <= 500 ms at N=200, <= 15 MB/session, comp/s flat in N")
+    print(f"load average {os.getloadavg()[0]:.2f}")
+    print(f"{'N':>4} | {'open s':>6} | {'ready':>5} | {'server CPU %':>12} | {'RSS MB':>7} | {'MB/session':>10} | "
+          f"{'p50 ms':>7} | {'p99 ms':>7} | {'batches':>7} | {'samples':>7} | {'missed':>6} | {'comp/s':>6}")
     for n in (int(x) for x in a.sessions.split(",")):
-        r = measure(n, a.seconds, a.browsers, a.speed, a.chromium)
-        print(f"{r['n']:>4} | {r['cpu']:>12.0f} | {r['rss_mb']:>7.0f} | {r['per_session_mb']:>10.2f} | "
-              f"{r['p50']:>7.0f} | {r['p99']:>7.0f} | {r['samples']:>7} | {r['comps']:>6.1f}", flush=True)
+        r = measure(n, a.seconds, a.browsers, a.speed, a.chromium, a.path, a.num_procs)
+        print(f"{r['n']:>4} | {r['open_s']:>6.0f} | {r['ready']:>5} | {r['cpu']:>12.0f} | {r['rss_mb']:>7.0f} | "
+              f"{r['per_session_mb']:>10.2f} | {r['p50']:>7.0f} | {r['p99']:>7.0f} | {r['batches']:>7} | {r['samples']:>7} | {r['missed']:>6} | "
+              f"{r['comps']:>6.1f}", flush=True)
     return 0
 
 
