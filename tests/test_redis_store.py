@@ -251,3 +251,18 @@ async def test_a_write_applied_but_unacknowledged_is_not_written_twice(store, fi
     back, _ = await store.read_range("BTCUSDT")
     np.testing.assert_array_equal(back.trade_id, part.trade_id)
     assert LostReply.calls > 7 and svc.trades_written == len(part)
+
+
+def test_embedded_valkey_is_checked_to_be_the_process_just_started():
+    """start_embedded gives a server of its own: the one answering on the URL is the process it started."""
+    from store.embedded import _server_pid, start_embedded
+
+    a, url_a = start_embedded()
+    b, url_b = start_embedded()
+    try:
+        assert url_a != url_b
+        assert _server_pid(url_a) == a._process.pid and _server_pid(url_b) == b._process.pid
+        assert a._process.pid != b._process.pid
+    finally:
+        a.stop()
+        b.stop()
