@@ -498,7 +498,7 @@ class Dashboard(param.Parameterized):
         """
         from panel.io.callbacks import PeriodicCallback
 
-        self._cb = PeriodicCallback(callback=self.refresh, period=self._status_period(), background=True)
+        self._cb = PeriodicCallback(callback=self._tick, period=self._status_period(), background=True)
         self._cb.start()
         doc = self._doc = pn.state.curdoc
         if doc is not None:
@@ -506,6 +506,12 @@ class Dashboard(param.Parameterized):
             # one more refresh as soon as the page is shown, as a locked next-tick callback of the document
             pn.state.onload(lambda: doc.add_next_tick_callback(self.refresh))
         self._subscribe()
+
+    async def _tick(self) -> None:
+        """The periodic refresh: skipped when a refresh ran within the period (data keeps the status current)."""
+        if (time.monotonic() - self._last_refresh) * 1000 < self._status_period() * 0.9:
+            return
+        await self.refresh()
 
     def _status_period(self) -> int:
         return max(int(self.settings.update_ms), STATUS_MS)
