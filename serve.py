@@ -96,6 +96,45 @@ def free_port(address: str) -> int:
         return s.getsockname()[1]
 
 
+#: A process leaves this long after Ctrl-C/SIGTERM even when its tasks have not all ended (s).
+STOP_TIMEOUT_S = 10
+
+
+def _forward_signals_to_workers(parent: int) -> None:
+    """In the ``--num-procs`` parent: pass Ctrl-C/SIGTERM on to the worker processes.
+
+    Tornado's parent only waits for its forked workers; a signal sent to the parent alone
+    (``kill``, a supervisor, ``Popen.send_signal``) would end it and leave the workers
+    running without it. The workers stop cleanly and exit 0, and Tornado's parent then exits 0.
+    """
+    import psutil
+
+    def forward(signum, _frame):
+        if os.getpid() != parent:  # a worker before it installed its own handlers
+            raise SystemExit(0)
+        for child in psutil.Process(parent).children():
+            if "valkey" not in child.name():
+                try:
+                    child.send_signal(signum)
+                except psutil.NoSuchProcess:
+                    pass
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, forward)
+
+
+def _die_with_parent() -> None:
+    """In a ``--num-procs`` worker: get SIGTERM when the parent dies, however it dies (Linux ``prctl``)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the forwarded signals still stop the workers
+        pass
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -167,6 +206,9 @@ def main(argv=None) -> int:
         return page
 
     port = args.port or free_port(args.address)
+    parent = os.getpid()
+    if args.num_procs > 1:
+        _forward_signals_to_workers(parent)
     server = pn.serve(
         {"/": app}, port=port, address=args.address, show=False, start=False, title="flowlens",
         websocket_origin=[f"{args.address}:{port}", f"localhost:{port}", *args.allow_websocket_origin],
@@ -174,15 +216,25 @@ def main(argv=None) -> int:
         extra_patterns=api.routes(rt) + ops.routes(rt),
     )
     # with --num-procs > 1 Tornado has forked by now: everything below runs once per process
+    if os.getpid() != parent:
+        _die_with_parent()
     rt.server = server
     rt.connect()
     loop = server.io_loop.asyncio_loop
 
     async def shutdown():
-        await rt.stop()
+        try:
+            await asyncio.wait_for(rt.stop(), STOP_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("stopping took over %d s (Redis away?): leaving anyway", STOP_TIMEOUT_S)
         server.io_loop.stop()
 
+    stopping = []
+
     def on_signal():
+        if stopping:  # a second Ctrl-C: leave now
+            os._exit(1)
+        stopping.append(True)
         log.info("stopping flowlens (pid %d)", os.getpid())
         loop.create_task(shutdown())
 

@@ -243,3 +243,28 @@ def test_redis_outage_health_503_then_recovery_with_every_id_once(tmp_path):
         redis_server.stop()
     out = a.stdout.read()
     assert "Traceback" not in out, out[-3000:]
+
+
+def test_ctrl_c_on_num_procs_stops_every_worker():
+    """serve.py --num-procs 2: a SIGINT sent to the parent alone stops both workers (exit 0), none is left behind.
+
+    Before, the workers outlived the parent and kept replaying into whatever Redis later answered on their port.
+    """
+    import psutil
+    from browser import served
+
+    with served("--num-procs", "2", "--speed", "20") as (url, proc, _):
+        parent = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 30
+        workers = []
+        while time.monotonic() < deadline and len(workers) < 2:
+            workers = [c for c in parent.children() if "valkey" not in c.name()]
+            time.sleep(0.2)
+        assert len(workers) == 2
+        with urllib.request.urlopen(url + "health", timeout=10) as r:
+            assert r.status == 200
+    # served() sent SIGINT to the parent only, and waited for it
+    assert proc.returncode == 0, "".join(proc.output_lines)[-2000:]
+    gone, alive = psutil.wait_procs(workers, timeout=15)
+    assert not alive, f"workers left running: {[p.pid for p in alive]}"
+    assert sum("flowlens: stopped" in line for line in proc.output_lines) == 2  # each worker stopped cleanly
