@@ -31,7 +31,7 @@ import time
 import numpy as np
 import psutil
 
-from benchmarks.bench_load import ROOT, trade_delays
+from benchmarks.bench_load import ROOT, announcements, trade_delays
 
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -56,26 +56,6 @@ JS_OBSERVE = """() => {
   attach(); setInterval(attach, 1000);
   return root !== null;
 }"""
-
-
-def announcements(redis_url: str, channel: str, out: list, stop: threading.Event) -> None:
-    """Append (wall ms, last trade id) of every batch announced on ``channel`` until ``stop`` is set."""
-    import redis.asyncio as aioredis
-
-    async def run():
-        r = aioredis.from_url(redis_url)
-        ps = r.pubsub()
-        await ps.subscribe(channel)
-        try:
-            while not stop.is_set():
-                m = await ps.get_message(ignore_subscribe_messages=True, timeout=0.5)
-                if m:
-                    out.append((time.time() * 1000, int(m["data"])))
-        finally:
-            await ps.aclose()
-            await r.aclose()
-
-    asyncio.run(run())
 
 
 def chromium_procs(exclude: psutil.Process) -> list[psutil.Process]:
@@ -105,8 +85,6 @@ def rss(procs: list[psutil.Process], uss: bool = False) -> float:
 def main(argv=None) -> int:
     from playwright.sync_api import sync_playwright
 
-    from store import keys
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=int, default=10)
     ap.add_argument("--speed", type=float, default=10.0)
@@ -123,7 +101,7 @@ def main(argv=None) -> int:
         stop = threading.Event()
         with sync_playwright() as pw, cf.ThreadPoolExecutor(1) as ex:
             # Playwright's sync API holds this thread's event loop: the subscriber gets a thread of its own
-            sub = ex.submit(announcements, redis_url, keys.updated("BTCUSDT"), batches, stop)
+            sub = ex.submit(asyncio.run, announcements(redis_url, "BTCUSDT", batches, stop.is_set))
             try:
                 browser = pw.chromium.launch(executable_path=a.chromium, headless=True,
                                              args=[*CHROMIUM_ARGS, "--enable-precise-memory-info"])

@@ -121,11 +121,12 @@ async def session(http: aiohttp.ClientSession, url: str, st: Clients, sem: async
                 last = lid
 
 
-async def announcements(redis_url: str, symbol: str, st: Clients, out: list) -> None:
+async def announcements(redis_url: str, symbol: str, out: list, stopped, recording=lambda: True) -> None:
     """Note (wall ms, last trade id) of every batch the ingest announces on the symbol's pub/sub channel.
 
     The ingest publishes in the same MULTI/EXEC that writes the batch: this is the trade's
-    time stamp at ingest (to the bench's clock, the same host's).
+    time stamp at ingest (to the bench's clock, the same host's). Runs until ``stopped()``
+    is true; notes only while ``recording()`` is true (both called without arguments).
     """
     import redis.asyncio as aioredis
 
@@ -135,9 +136,9 @@ async def announcements(redis_url: str, symbol: str, st: Clients, out: list) -> 
     ps = r.pubsub()
     await ps.subscribe(keys.updated(symbol))
     try:
-        while not st.stop.is_set():
+        while not stopped():
             m = await ps.get_message(ignore_subscribe_messages=True, timeout=0.5)
-            if m and st.measuring:
+            if m and recording():
                 out.append((time.time() * 1000, int(m["data"])))
     finally:
         await ps.aclose()
@@ -179,7 +180,8 @@ async def run_clients(url: str, n: int, seconds: float, srv: psutil.Process, ope
     out: dict = {}
     async with aiohttp.ClientSession(connector=conn) as http:
         batches: list[tuple[float, int]] = []
-        watcher = asyncio.ensure_future(announcements(redis_url, symbol, st, batches))
+        watcher = asyncio.ensure_future(announcements(redis_url, symbol, batches, st.stop.is_set,
+                                                              lambda: st.measuring))
         tasks = [asyncio.ensure_future(session(http, url, st, sem)) for _ in range(n)]
         t0 = time.monotonic()
         while st.ready + sum(t.done() for t in tasks) < n and time.monotonic() - t0 < open_timeout:
