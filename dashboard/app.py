@@ -99,7 +99,6 @@ def css_for(theme: str) -> str:
     return CSS % THEMES[theme]
 
 
-
 class _OneMessage:
     """Stands in for a Bokeh protocol so that one pending patch serializes several events as one PATCH-DOC."""
 
@@ -815,14 +814,18 @@ class Dashboard(param.Parameterized):
             return plan
         lo, hi = float(vis["low"].min()), float(vis["high"].max())
         row_size = self._row_size(lo, hi, tick, AUTO_ROWS_FOOTPRINT)
-        params = dict(row_size=float(row_size), interval_ms=iv, imbalance_ratio=float(s.imbalance_ratio),
-                      stacked_min=int(s.stacked_min))
-        res = await self._compute(view, "footprint", start, pend, snap, **params)
+        res = await self._compute(view, "footprint", start, pend, snap, **self.footprint_params(row_size))
         cols = None if res is None else derived(res, ("fp_cols", s.footprint_mode, self.theme),
                                                 lambda: footprint_columns(res, s.footprint_mode, self.theme))
         pres, pcols = await self._profile(view, snap, start, pend, row_size)
         plan.update(fp=cols, fp_res=res, lo=lo, hi=hi, row_size=row_size, res=pres, cols=pcols, range=(start, pend))
         return plan
+
+    def footprint_params(self, row_size: float) -> dict:
+        """Parameters of the footprint computation for the viewer's settings (row size in quote currency)."""
+        s = self.settings
+        return dict(row_size=float(row_size), interval_ms=s.interval_ms, imbalance_ratio=float(s.imbalance_ratio),
+                    stacked_min=int(s.stacked_min))
 
     def _apply_footprint(self, plan: dict) -> None:
         s = self.settings

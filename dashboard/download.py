@@ -147,9 +147,7 @@ class Downloads:
         view = d.registry.get(s.symbol)
         start, end = plan["range"]
         row_size = d._row_size(plan["lo"], plan["hi"], plan["tick"], AUTO_ROWS_FOOTPRINT)
-        res = await d._compute(view, "footprint", start, end, view.snapshot, row_size=float(row_size),
-                               interval_ms=s.interval_ms, imbalance_ratio=float(s.imbalance_ratio),
-                               stacked_min=int(s.stacked_min))
+        res = await d._compute(view, "footprint", start, end, view.snapshot, **d.footprint_params(row_size))
         if res is None:
             self._refuse("nothing to download: no trades in the visible range")
         return res
