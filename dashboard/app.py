@@ -33,7 +33,7 @@ from bokeh.events import Reset, Tap
 
 from compute.grid import auto_row_size
 
-from . import fmt
+from . import fmt, share
 from .chart import PriceChart
 from .data import derived, liquidations_view, resample_candles, shared, tape_rows
 from .download import Downloads
@@ -97,57 +97,6 @@ STATUS_MS = 1000
 
 def css_for(theme: str) -> str:
     return CSS % THEMES[theme]
-
-
-class _OneMessage:
-    """Stands in for a Bokeh protocol so that one pending patch serializes several events as one PATCH-DOC."""
-
-    def __init__(self, protocol, events):
-        self._protocol, self._events = protocol, events
-
-    def create(self, kind, *_args, **_kw):
-        return self._protocol.create(kind, self._events)
-
-
-def _carries_buffers(event) -> bool:
-    """True for events that carry column data (binary buffers): they are sent as Bokeh made them."""
-    from bokeh.document.events import ColumnDataChangedEvent, ColumnsPatchedEvent, ColumnsStreamedEvent
-
-    if isinstance(event, (ColumnDataChangedEvent, ColumnsStreamedEvent, ColumnsPatchedEvent)):
-        return True
-    return getattr(event, "attr", None) == "data"
-
-
-def _merge_pending_patches(pending: list, n0: int) -> None:
-    """Merge the property changes Bokeh queued since index ``n0`` (one message per event) into one message.
-
-    Bokeh (3.x ``ServerSession``) queues a ``_PendingPatch(event, protocol, connections)``
-    per document event while a locked callback runs and writes them once it returns.
-    The column-data events stay messages of their own, in their order (several
-    buffer-carrying events in one message made BokehJS misread buffers: "Offset is outside
-    the bounds of the DataView", seen in the browser tests); the property changes (texts,
-    positions, ranges; they do not depend on the data) follow them as one ``PATCH-DOC``,
-    in their order. Anything unexpected (another Bokeh version, several connection sets)
-    is left as Bokeh made it: correct, only slower.
-    """
-    new = pending[n0:]
-    if len(new) < 2:
-        return
-    try:
-        from bokeh.server.session import _PendingPatch
-
-        if not all(type(p) is _PendingPatch for p in new):
-            return
-        data = [p for p in new if _carries_buffers(p.event)]
-        props = [p for p in new if not _carries_buffers(p.event)]
-        if len(props) < 2 or any(p.connections != props[0].connections for p in props):
-            return
-        merged = _PendingPatch(props[0].event, _OneMessage(props[0].protocol, [p.event for p in props]),
-                               props[0].connections)
-    except (ImportError, AttributeError, TypeError):
-        return
-    del pending[n0:]
-    pending.extend([*data, merged])
 
 
 def known_symbols(registry) -> list[str]:
@@ -250,6 +199,13 @@ class Dashboard(param.Parameterized):
         self._last_refresh = 0.0
         self._subscribed: set[str] = set()
         self._url_sync = False
+        #: Sharing a refresh with the process's other sessions of the same key (:mod:`dashboard.share`).
+        self._group: share.ShareGroup | None = None
+        self._member: share.Member | None = None
+        #: Every (model id, attribute) this page's refreshes changed -> (model, attribute).
+        self._touched: dict[tuple[str, str], tuple] = {}
+        self._key_cache: tuple | None = None
+        self._loaded = False
         self.chart.x_range.on_change("start", self._on_user_range)
         self.chart.x_range.on_change("end", self._on_user_range)
         self.chart.figure.on_event(Tap, lambda e: self._on_tap(self.chart.x_range, e))
@@ -278,6 +234,10 @@ class Dashboard(param.Parameterized):
 
     def _on_tap(self, x_range, event) -> None:
         """A click on a profile row highlights its price band; a click on the highlighted row clears it."""
+        # a follower's own ranges and profile source are not kept current: what is on its screen is its leader's
+        src = self._group.leader if self._following() else self
+        if src is not self:
+            x_range = src.chart.x_range if x_range is self.chart.x_range else src.footprint.x_range
         try:
             x0, x1 = float(x_range.start), float(x_range.end)
             frac = (float(event.x) - x0) / (x1 - x0)
@@ -286,7 +246,7 @@ class Dashboard(param.Parameterized):
             return
         if frac < 1 - self.settings.max_width - 0.002:
             return
-        d = self.profile.source.data
+        d = src.profile.source.data
         lo = np.asarray(d["price_low"], dtype=np.float64)
         hi = np.asarray(d["price_high"], dtype=np.float64)
         i = np.flatnonzero((lo <= y) & (y < hi))
@@ -298,12 +258,14 @@ class Dashboard(param.Parameterized):
     def highlight(self, band: tuple[float, float] | None) -> None:
         """Highlight the price band ``[low, high)`` across the candles and the footprint (None clears)."""
         self._band = band
+        self._key_cache = None
         self.profile.set_highlight(band)
 
     def _on_settings(self, *events):
         s = self.settings
         names = {e.name for e in events}
         self._rev += 1
+        self._key_cache = None
         if "follow" in names and s.follow and s.range_start is not None:
             s.param.update(range_start=None, range_end=None)
         if "symbol" in names and s.symbol != self._last_symbol:
@@ -325,6 +287,7 @@ class Dashboard(param.Parameterized):
         self.poke()
 
     def _on_update_ms(self, event):
+        self._key_cache = None
         if self._cb is not None:
             self._cb.period = self._status_period()
         if self._url_sync:
@@ -503,8 +466,14 @@ class Dashboard(param.Parameterized):
         if doc is not None:
             pn.state._periodic.setdefault(doc, []).append(self._cb)
             # one more refresh as soon as the page is shown, as a locked next-tick callback of the document
-            pn.state.onload(lambda: doc.add_next_tick_callback(self.refresh))
+            pn.state.onload(lambda: self._on_load(doc))
         self._subscribe()
+
+    def _on_load(self, doc) -> None:
+        # the browser has pulled and drawn this session's document: from now on a leader's messages apply to it
+        # (joined earlier, the pull would overwrite the join with this session's own, older state)
+        self._loaded = True
+        doc.add_next_tick_callback(self.refresh)
 
     async def _tick(self) -> None:
         """The periodic refresh: skipped when a refresh ran within the period (data keeps the status current)."""
@@ -532,7 +501,13 @@ class Dashboard(param.Parameterized):
         within one period give one refresh. Does nothing for a closed or disconnected page.
         """
         doc = self._doc
-        if doc is None or self._poke_pending or not self._connected():
+        if self._following():
+            return  # the group's leader refreshes for this page
+        if not self._connected():
+            if self._group is not None and self._member is None:
+                self._group.close()  # a leader whose browser went away: its followers go on without it
+            return
+        if doc is None or self._poke_pending:
             return
         wait_ms = int(self.settings.update_ms - (time.monotonic() - self._last_refresh) * 1000)
         self._poke_pending = True
@@ -561,12 +536,25 @@ class Dashboard(param.Parameterized):
             return
         if not self._connected():
             return
+        if self._following():
+            self._last_refresh = time.monotonic()
+            return
         self._busy = True
         self._again = False
         self._last_refresh = time.monotonic()
         _t0 = time.perf_counter()
         try:
+            key = self.share_key() if self._loaded else None
+            g = self._group
+            if self._member is not None or (g is not None and (not g.open or key != g.key)):
+                with self._held():
+                    share.leave(self)
+            if key is not None and self._group is None and self._join_existing(key):
+                return
             await self._refresh()
+            share.STATS["own"] += 1
+            if key is not None and self._group is None and key == self.share_key() and self._connected():
+                share.join(self, key)
             log.debug("refresh %.0f ms (mode %s, view %s)", (time.perf_counter() - _t0) * 1000, self.settings.mode,
                       self.settings.view)
         except Exception as e:  # noqa: BLE001 - one bad refresh must not end the session's updates
@@ -579,18 +567,78 @@ class Dashboard(param.Parameterized):
                 self._again = False
                 self.poke()
 
+    # -- sharing one refresh between the sessions of one share key ---------------------
+    def share_key(self):
+        """What makes two pages of this process look the same (None: this page cannot share).
+
+        Pages share when their settings are equal (URL and controls, theme, embedding) and
+        nothing is the viewer's own: the range follows the live edge or is fixed by the
+        URL, and no row is highlighted. Only served sessions share.
+        """
+        if self._key_cache is not None:
+            return self._key_cache[0]
+        s = self.settings
+        if self._session() is None:
+            return None
+        key = None
+        if self._band is None and (s.follow or s.range_start is not None):
+            values = {k: v for k, v in s.param.values().items() if k != "name"}
+            key = (repr(sorted(values.items())), self.theme, self._url_sync)
+        self._key_cache = (key,)
+        return key
+
+    def _following(self) -> bool:
+        """True while this page is a follower whose leader refreshes for it."""
+        m, g = self._member, self._group
+        return (m is not None and m.active and g is not None and g.open and g.leader_ok()
+                and self.share_key() == g.key)
+
+    def _join_existing(self, key) -> bool:
+        g = share.GROUPS.get(key)
+        if g is None or g.leader is self or not g.leader_ok():
+            return False
+        return share.join(self, key) == "follower"
+
+    def _followed(self) -> None:
+        """The leader sent this follower a refresh (its status is current: the periodic refresh skips)."""
+        self._last_refresh = time.monotonic()
+
+    def share_roots(self) -> list:
+        """The Bokeh models this page's refreshes change, as roots to walk (chart, footprint, text boxes)."""
+        roots = [self.chart.figure, self.status.div, self.summary.div, self.tape.div, self.liqs.div]
+        if self.footprint is not None:
+            roots.append(self.footprint.layout)
+        return roots
+
+    def shown_plan(self) -> dict | None:
+        """The results this page shows: its own latest plan, or its leader's while it follows one."""
+        if self._following():
+            return self._group.leader.last_plan
+        return self.last_plan
+
+    def _session(self):
+        doc = self._doc
+        ctx = getattr(doc, "session_context", None) if doc is not None else None
+        return getattr(ctx, "_session", None)
+
+    def _pending_writes(self) -> list | None:
+        pending = getattr(self._session(), "_pending_writes", None)
+        return pending if isinstance(pending, list) else None
+
+    def _connections(self) -> list:
+        return list(getattr(self._session(), "_subscribed_connections", ()) or ())
+
     @contextlib.contextmanager
     def _held(self):
         """Collect a refresh's model changes (made with no await in between) and send them as one message.
 
         Bokeh's own ``Document.hold("collect")``: refresh() runs as a locked callback, so on
-        ``unhold`` Bokeh queues the events and writes them, in order and under the
-        connection's write lock, before the document lock is released. Bokeh queues one
-        ``PATCH-DOC`` per event; :func:`_merge_pending_patches` sends the property changes
-        as one (a refresh makes about a dozen changes, and with many sessions the
-        per-message cost dominated the server's time). Panel's ``unlocked`` sends a refresh
-        as one message but writes it outside Bokeh's write lock, and BokehJS then misread
-        buffers ("Offset is outside the bounds of the DataView", seen in the browser tests).
+        ``unhold`` Bokeh queues one ``PATCH-DOC`` per event in the session's pending writes,
+        written in order under the connection's write lock before the document lock is
+        released. :func:`dashboard.share.seal` then serializes them at once, the events
+        without binary buffers merged (a refresh makes about a dozen changes, and with many
+        sessions the per-message cost dominated the server's time). A leader's messages also
+        go to its followers (:func:`dashboard.share.broadcast`).
         """
         doc = self._doc
         if doc is None or doc.session_context is None:
@@ -599,23 +647,27 @@ class Dashboard(param.Parameterized):
         if doc.callbacks.hold_value:
             yield
             return
-        session = getattr(doc.session_context, "_session", None)
-        pending = getattr(session, "_pending_writes", None)
-        n0 = len(pending) if isinstance(pending, list) else None
+        pending = self._pending_writes()
+        n0 = len(pending) if pending is not None else None
         doc.hold("collect")
         try:
             yield
         finally:
+            events = list(getattr(doc.callbacks, "_held_events", ()))
+            for model, attr in share.touched_pairs(events):
+                self._touched[(model.id, attr)] = (model, attr)
             doc.unhold()
-            if n0 is not None:
-                _merge_pending_patches(pending, n0)
+            sealed = share.seal(pending, n0, doc) if n0 is not None else None
+            g = self._group
+            if g is not None and self._member is None and g.members:
+                if sealed is None:
+                    g.close()
+                else:
+                    share.broadcast(g, sealed, events)
 
     def _connected(self) -> bool:
         """False while no browser is connected to this session (a closed tab waiting to expire): skip work."""
-        doc = self._doc
-        ctx = getattr(doc, "session_context", None) if doc is not None else None
-        session = getattr(ctx, "_session", None)
-        count = getattr(session, "connection_count", None)
+        count = getattr(self._session(), "connection_count", None)
         return count is None or count > 0
 
     def fill(self) -> None:

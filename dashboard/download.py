@@ -113,7 +113,7 @@ class Downloads:
 
     # -- what is shown -----------------------------------------------------------------
     def _plan(self) -> dict:
-        plan = getattr(self.dash, "last_plan", None)
+        plan = self.dash.shown_plan()
         if not plan:
             self._refuse("nothing to download yet: the page has not computed its view")
         return plan

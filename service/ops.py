@@ -59,8 +59,24 @@ class Metrics:
             self.reconnects = _gauge("flowlens_feed_reconnects", "Feed reconnects since start", ["symbol"])
             self.gaps = _gauge("flowlens_feed_gaps", "Trade id gaps since start", ["symbol", "state"])
             self.api_errors = Counter("flowlens_api_errors_total", "REST requests refused with 400", ["handler"])
+            self.refreshes = Counter("flowlens_page_refreshes_total",
+                                     "Page refreshes: 'own' computed and applied by the page, 'shared' a leader's "
+                                     "refresh sent to a follower page of the same view", ["how"])
+            self.followers = _gauge("flowlens_share_followers", "Pages following a leader page's refresh",
+                                    mode="livesum")
             self._seen = collections.Counter()
         return cls._instance
+
+    def absorb_share_stats(self) -> None:
+        """Page refreshes (own / shared) and followers from :mod:`dashboard.share`."""
+        from dashboard import share
+
+        for how in ("own", "shared"):
+            d = share.STATS[how] - self._seen[("refresh", how)]
+            if d > 0:
+                self._seen[("refresh", how)] = share.STATS[how]
+                self.refreshes.labels(how).inc(d)
+        self.followers.set(share.followers())
 
     def absorb_cache_stats(self, stats: collections.Counter) -> None:
         """Turn the shared cache's cumulative counts into counter increments."""
@@ -103,6 +119,7 @@ async def refresh_loop(runtime, period_s: float = 1.0) -> None:
         except Exception:  # noqa: BLE001 - metrics must never take the server down
             log.exception("metrics refresh failed")
         m.absorb_cache_stats(runtime.registry.cache.stats)
+        m.absorb_share_stats()
         m.sessions.set(runtime.session_count())
         await runtime.registry.refresh_symbols()
         await asyncio.sleep(period_s)
@@ -116,6 +133,7 @@ class MetricsHandler(RequestHandler):
 
     def get(self):
         self.runtime.metrics.absorb_cache_stats(self.runtime.registry.cache.stats)
+        self.runtime.metrics.absorb_share_stats()
         if MP:
             reg = CollectorRegistry()
             prom_mp.MultiProcessCollector(reg)

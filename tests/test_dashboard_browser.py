@@ -23,6 +23,7 @@ import re
 import threading
 import time
 import urllib.parse
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -567,3 +568,100 @@ def test_liquidation_markers_and_table_render(browser, tmp_path):
         shoot(page, "liquidations-component")
         # (importing Panel adds an ES-module shim to Bokeh's inline resources that a file:// page cannot load)
         assert not page.js_errors, f"JavaScript errors: {page.js_errors}"
+
+
+# What a page shows, read from its BokehJS models (data sources, ranges, summary and labels), recorded
+# per trade id: when the status bar (the first change of every refresh) moves from id A to id B, what the
+# page holds is still the whole of A's refresh. Pages that lag one another compare at the same id.
+JS_RECORD = """() => {
+  const d = Bokeh.documents.find((doc) => doc.get_model_by_name('candles'));
+  const st = d && d.get_model_by_name('status');
+  if (!st) return false;
+  const cols = (name, keys) => { const m = d.get_model_by_name(name);
+    return m ? (keys ?? Object.keys(m.data)).map((k) => Array.from(m.data[k] ?? []).map(String).join(',')).join('|') : null; };
+  const text = (name) => { const m = d.get_model_by_name(name); return m ? m.text : null; };
+  const r = (name) => { const m = d.get_model_by_name(name); return m ? [m.start, m.end] : null; };
+  const idOf = (t) => { const m = (t || '').match(/data-last-id="(\\d+)"/); return m ? m[1] : null; };
+  const shown = () => ({candles: cols('candles', ['t', 'open', 'high', 'low', 'close', 'volume']),
+                        profile: cols('profile'), percentiles: cols('percentiles'), developing: cols('developing'),
+                        x_range: r('x_range'), y_range: r('y_range'), summary: text('summary'),
+                        labels: ['poc_label', 'vah_label', 'val_label'].map(text)});
+  window.__fl_states = {};
+  let last = idOf(st.text);
+  st.properties.text.change.connect(() => {
+    if (last !== null) window.__fl_states[last] = shown();
+    last = idOf(st.text);
+  });
+  return true;
+}"""
+
+
+def _same_picture(pages):
+    """The shown state of the pages at the latest trade id all of them have recorded and agree on (else None)."""
+    states = [p.evaluate("() => window.__fl_states || {}") for p in pages]
+    common = set(states[0]).intersection(*states[1:])
+    for lid in sorted(common, key=int, reverse=True):
+        if all(s[lid] == states[0][lid] for s in states[1:]) and states[0][lid]["profile"]:
+            return int(lid), states[0][lid]
+    return None
+
+
+def _metric(base: str, name: str, label: str = "") -> float:
+    with urllib.request.urlopen(base.rstrip("/") + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    sel = r"\{" + label + r"\}" if label else ""
+    m = re.search(rf"^{name}{sel} ([0-9.e+]+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_pages_of_one_view_share_the_leaders_refresh_and_leave_it_when_panned(server, browser):
+    """Three pages of the same view show the very same picture from one refresh; a pan or a closed leader is handled.
+
+    The first page to refresh computes (the leader); the other two get its messages with
+    their own model ids (``dashboard.share``): ``/metrics`` counts 2 followers and shared
+    refreshes. Then the first page closes: the others go on, still identical, without a
+    reload. Then one of them is panned: it leaves, shows its own range, and the other
+    keeps following the live edge. No page logs an error throughout.
+    """
+    base = server["url"]
+    url = url_with(base, "embed=1&window=45&pct=0.3,0.6")  # settings no other test uses: a group of its own
+    followers0 = _metric(base, "flowlens_share_followers")
+    shared0 = _metric(base, "flowlens_page_refreshes_total", 'how="shared"')
+    with page_of(browser, 1280, 720) as a, page_of(browser, 1280, 720) as b, page_of(browser, 1280, 720) as c:
+        for p in (a, b, c):
+            p.goto(url)
+        for p in (a, b, c):
+            wait_for(p, chart_ready, "the chart")
+            assert p.evaluate(JS_RECORD)
+        wait_for(a, lambda _: _metric(base, "flowlens_share_followers") - followers0 >= 2, "two follower pages")
+        first_id, shown = wait_for(a, lambda _: _same_picture([a, b, c]), "the three pages to show the same picture")
+        assert shown["candles"] and shown["percentiles"] and shown["developing"] and "data-poc" in shown["summary"]
+        wait_for(a, lambda _: _metric(base, "flowlens_page_refreshes_total", 'how="shared"') - shared0 >= 10,
+                 "refreshes shared with the followers")
+        assert not a.errors, f"browser console errors: {a.errors}"
+
+        a.close()  # the leader (or a follower) goes: the other two keep updating, and agree
+        wait_for(b, lambda _: (s := _same_picture([b, c])) and s[0] > first_id, "the other two to move on together",
+                 timeout=45)
+
+        m = c.evaluate("""() => { const v = Bokeh.index.find_one(Bokeh.documents[0].get_model_by_name('price_chart'));
+                       const r = v.canvas_view.el.getBoundingClientRect(); const f = v.frame.bbox;
+                       return {x: r.left + f.left + f.width * 0.4, y: r.top + f.top + f.height * 0.5}; }""")
+        for _attempt in range(3):  # a drag can be lost while a busy page re-renders
+            before = c.evaluate(JS_PROFILE_ATTRS)
+            c.mouse.move(m["x"] - 200, m["y"])
+            c.mouse.down()
+            c.mouse.move(m["x"] + 250, m["y"], steps=12)  # drag right: earlier trades
+            c.mouse.up()
+            deadline = time.monotonic() + 8
+            while time.monotonic() < deadline and int(c.evaluate(JS_PROFILE_ATTRS)["from"]) >= int(before["from"]):
+                c.wait_for_timeout(200)
+            if int(c.evaluate(JS_PROFILE_ATTRS)["from"]) < int(before["from"]):
+                break
+        c.wait_for_timeout(1000)  # the drag's last range updates
+        panned = c.evaluate(JS_PROFILE_ATTRS)
+        c.wait_for_timeout(1500)
+        assert c.evaluate(JS_PROFILE_ATTRS) == panned, "the panned page moved with the live edge"
+        wait_for(b, lambda p: int(p.evaluate(JS_PROFILE_ATTRS)["to"]) > int(panned["to"]),
+                 "the other page to keep following the live edge")
+        assert not b.errors and not c.errors, f"browser console errors: {b.errors} {c.errors}"

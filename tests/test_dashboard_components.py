@@ -519,36 +519,3 @@ def test_fill_draws_the_chart_before_the_page_is_sent(trades):
     dash.fill()
     assert len(dash.chart.candles.data["t"]) == len(view.snapshot.candles) and len(dash.profile.source.data["y"]) > 0
     assert "volume" in view.calls
-
-
-def test_a_refresh_property_changes_are_merged_into_one_message_after_its_data_events():
-    """Bokeh queues one PATCH-DOC per event; the refresh's text/range changes go as one, its data events stay apart."""
-    from bokeh.document import Document
-    from bokeh.models import ColumnDataSource, Div, Range1d
-    from bokeh.protocol import Protocol
-    from bokeh.server.session import _PendingPatch
-
-    from dashboard.app import _merge_pending_patches
-
-    doc = Document()
-    src, div, rng = ColumnDataSource({"a": [1.0]}), Div(text="x"), Range1d(0, 1)
-    for m in (src, div, rng):
-        doc.add_root(m)
-    events = []
-    doc.on_change(lambda e: events.append(e))
-    div.text = "status"
-    src.data = {"a": np.arange(3.0)}
-    rng.end = 2.0
-    src.patch({"a": [(0, 9.0)]})
-    div.text = "summary"
-    assert len(events) == 5
-    conns = ("connection",)
-    earlier = _PendingPatch(events[0], Protocol(), conns)  # queued before this refresh: left alone
-    pending = [earlier] + [_PendingPatch(e, Protocol(), conns) for e in events]
-    _merge_pending_patches(pending, 1)
-    assert pending[0] is earlier
-    assert [p.event for p in pending[1:3]] == [events[1], events[3]]  # the data events, in their order
-    assert len(pending) == 4
-    msg = pending[3].protocol.create("PATCH-DOC", [pending[3].event])
-    sent = [(e["kind"], e.get("attr"), e.get("new")) for e in msg.content["events"]]
-    assert sent == [("ModelChanged", "text", "status"), ("ModelChanged", "end", 2.0), ("ModelChanged", "text", "summary")]

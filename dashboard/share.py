@@ -1,0 +1,431 @@
+"""Sessions that show the same thing share one refresh: one leader computes it, the others get its bytes.
+
+A page with the same settings, following the live edge, looks the same in every browser.
+Each Bokeh session still owns its own document, with its own model ids, so Bokeh
+would apply and serialize every change once per session (about 9 ms of the server's
+loop per session refresh, measured with 20 sessions; see ``benchmarks/bench_load.py``).
+Here, per server process and per :meth:`Dashboard.share_key <dashboard.app.Dashboard.share_key>`:
+
+- the **leader** (the first session of the key) refreshes as usual; the ``PATCH-DOC``
+  messages of its refresh are serialized once;
+- every **follower** (a later session of the key) gets those messages as they are, with
+  the leader's model ids replaced by its own (its page was built by the same code, so its
+  models pair one to one with the leader's, in creation order). The follower's own
+  server-side models are not touched: that is where the saving is.
+
+Protocol and consistency (the browser of a follower must show what the leader's shows):
+
+- **join**: a session joins with one message per data source and one for the
+  properties, carrying the leader's current values of every ``(model, attribute)`` either
+  session ever changed; from then on the leader's changes apply on the same state;
+- **leave** (the follower's viewer pans, zooms, clicks a row or changes a setting, its
+  connection fell behind, or the group broke up): the follower sends its own, older
+  server-side values of every ``(model, attribute)`` it received from the leader, so its
+  browser and its server agree again, then refreshes on its own;
+- a leader that leaves, or whose browser went away, breaks the group up; its followers
+  leave and form a new group at their next refresh.
+
+Messages to a follower go out in order, by one writer task per follower, each under the
+connection's write lock; one that falls :data:`MAX_INFLIGHT` refreshes behind leaves the
+group instead of queueing more.
+Only Bokeh's simple ids (``p1234``, the default) are supported; with others nothing is
+shared (correct, only slower).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+#: A follower with this many undelivered broadcasts leaves the group (and catches up on its own).
+MAX_INFLIGHT = 4
+
+#: This process's counts: ``own`` refreshes (a leader's or a lone page's), ``shared`` (a leader's refresh
+#: delivered to a follower), ``joins``, ``leaves``. Read by ``/metrics``.
+STATS: collections.Counter = collections.Counter()
+
+_ID = re.compile(r'"id":"(p\d+)"')
+_SIMPLE = re.compile(r"p\d+")
+
+
+def touched_pairs(events) -> list[tuple[object, str]]:
+    """The ``(model, attribute)`` pairs that Bokeh document events change (others are skipped)."""
+    out = []
+    for e in events:
+        model, attr = getattr(e, "model", None), getattr(e, "attr", None)
+        if model is not None and isinstance(attr, str):
+            out.append((model, attr))
+    return out
+
+
+def _order(model) -> int:
+    return int(model.id[1:])
+
+
+def pair_models(leader_roots, follower_roots) -> dict[str, tuple[object, object]] | None:
+    """Pair the models reachable from two pages built by the same code: ``{leader id: (leader model, follower model)}``.
+
+    Both sets of Bokeh models are walked (``Model.references``) and sorted by creation
+    order (Bokeh's simple ids ``p<counter>``); the pairs must agree in class and ``name``.
+    Returns None when they do not (or the ids are not simple ids): those pages cannot share.
+    """
+    def collect(roots):
+        seen: dict[str, object] = {}
+        for r in roots:
+            for m in r.references():
+                seen[m.id] = m
+        return seen
+
+    lm, fm = collect(leader_roots), collect(follower_roots)
+    if len(lm) != len(fm) or not all(_SIMPLE.fullmatch(i) for i in (*lm, *fm)):
+        return None
+    ls, fs = sorted(lm.values(), key=_order), sorted(fm.values(), key=_order)
+    if any(type(a) is not type(b) or a.name != b.name for a, b in zip(ls, fs, strict=True)):
+        return None
+    return {a.id: (a, b) for a, b in zip(ls, fs, strict=True)}
+
+
+class FrameMessage:
+    """A serialized Bokeh protocol message (its websocket frames), sent as Bokeh sends one.
+
+    Stands in for ``bokeh.protocol.message.Message`` where Bokeh's server sends one
+    (``ServerConnection.send_message`` and the session's pending writes): ``prepare`` does
+    nothing, ``send`` writes the frames under the connection's write lock.
+    """
+
+    def __init__(self, frames: list[tuple[str | bytes, bool]]):
+        self.frames = frames
+        self._parts: list[str] | None = None
+
+    @classmethod
+    def of(cls, message) -> FrameMessage:
+        """The frames of a prepared Bokeh ``Message``: header, metadata, content, then each buffer."""
+        frames: list[tuple[str | bytes, bool]] = [(message.header_json, False), (message.metadata_json, False),
+                                                  (message.content_json, False)]
+        for b in message.buffers:
+            frames += [(json.dumps(b.ref), False), (b.to_bytes(), True)]
+        return cls(frames)
+
+    def with_ids(self, idmap: dict[str, str]) -> FrameMessage:
+        """The same message with model ids replaced (content frame only; buffers keep theirs)."""
+        if self._parts is None:  # [text, id, text, id, ..., text], split once for every follower
+            self._parts = _ID.split(self.frames[2][0])
+        parts = self._parts
+        out = [parts[0]]
+        for i in range(1, len(parts), 2):
+            out += ['"id":"', idmap.get(parts[i], parts[i]), '"', parts[i + 1]]
+        frames = list(self.frames)
+        frames[2] = ("".join(out), False)
+        return FrameMessage(frames)
+
+    def prepare(self) -> None:
+        pass
+
+    async def send(self, conn) -> int:
+        sent = 0
+        with await conn.write_lock.acquire():
+            for payload, binary in self.frames:
+                await conn.write_message(payload, binary=binary, locked=False)
+                sent += len(payload)
+        return sent
+
+
+class _Prebuilt:
+    """Stands in for a Bokeh ``Protocol`` in a pending patch: ``create`` returns the ready message."""
+
+    def __init__(self, message):
+        self._message = message
+
+    def create(self, *_args, **_kw):
+        return self._message
+
+
+def ids_of(message: FrameMessage) -> set[str]:
+    return set(_ID.findall(message.frames[2][0]))
+
+
+@dataclass(eq=False)
+class Member:
+    """One follower's side of a group: its model map and what it was sent."""
+
+    dash: object
+    idmap: dict[str, str]                     # leader model id -> follower model id
+    models: dict[str, object]                 # leader model id -> follower model
+    touched: dict[tuple[str, str], None] = field(default_factory=dict)  # (leader id, attr) it was sent
+    active: bool = True
+    #: messages to send, in order (each entry a refresh's list), written by one task per follower
+    queue: collections.deque = field(default_factory=collections.deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def stop(self) -> None:
+        self.active = False
+        self.wake.set()
+
+    def put(self, msgs: list[FrameMessage]) -> None:
+        self.queue.append(msgs)
+        self.wake.set()
+
+
+class ShareGroup:
+    """The sessions of one share key in this process: a leader and its followers."""
+
+    def __init__(self, key, leader):
+        self.key = key
+        self.leader = leader
+        self.members: dict[int, Member] = {}
+        self.open = True
+
+    def leader_ok(self) -> bool:
+        return self.open and self.leader._connected() and self.leader._doc is not None
+
+    def close(self) -> None:
+        """Break the group up: every follower leaves (at its next refresh, which is asked for now)."""
+        if not self.open:
+            return
+        self.open = False
+        if GROUPS.get(self.key) is self:
+            del GROUPS[self.key]
+        for m in list(self.members.values()):
+            m.stop()
+            m.dash.poke()
+        self.members.clear()
+
+
+#: This process's groups by share key (sessions live on one event loop per process).
+GROUPS: dict[object, ShareGroup] = {}
+
+
+def join(dash, key) -> str:
+    """Put ``dash`` in the group of ``key``: returns ``"leader"``, ``"follower"`` or ``""`` (cannot share).
+
+    Call inside the session's locked callback: a follower's join message (the leader's
+    current values of every ``(model, attr)`` either page has changed) is queued in the
+    session's pending writes, after whatever the callback already queued. A key with no
+    open group makes ``dash`` the leader of a new one.
+    """
+    group = GROUPS.get(key)
+    if group is None or not group.leader_ok():
+        if group is not None:
+            group.close()
+        GROUPS[key] = dash._group = ShareGroup(key, dash)
+        dash._member = None
+        return "leader"
+    leader = group.leader
+    session, conns = dash._session(), dash._connections()
+    pairs = pair_models(leader.share_roots(), dash.share_roots())
+    if pairs is None or session is None or not conns:
+        return ""
+    lid_of = {f.id: lid for lid, (_, f) in pairs.items()}
+    state: dict[tuple[str, str], tuple[object, str]] = {}
+    for (mid, attr), (model, _) in leader._touched.items():
+        if mid in pairs:
+            state[(mid, attr)] = (model, attr)
+    for (fid, attr) in dash._touched:
+        lid = lid_of.get(fid)
+        if lid is not None:
+            state[(lid, attr)] = (pairs[lid][0], attr)
+    idmap = {lid: f.id for lid, (_, f) in pairs.items()}
+    fm = state_message(leader._doc, state.values(), conns[0].protocol)
+    if fm is not None and not _mappable(fm, idmap):
+        return ""
+    member = Member(dash, idmap, {lid: f for lid, (_, f) in pairs.items()}, touched=dict.fromkeys(state))
+    if fm is not None:
+        member.put([fm.with_ids(idmap)])
+    asyncio.ensure_future(_writer(member, dash._session()))
+    group.members[id(dash)] = member
+    dash._group, dash._member = group, member
+    STATS["joins"] += 1
+    return "follower"
+
+
+def _mappable(fm: FrameMessage, idmap: dict[str, str]) -> bool:
+    """True when every id in the message is a model the follower has, or one of the message's buffers."""
+    buffers = {json.loads(payload)["id"] for payload, binary in fm.frames[3:] if not binary}
+    return ids_of(fm) <= idmap.keys() | buffers
+
+
+def state_message(doc, pairs, protocol) -> FrameMessage | None:
+    """One ``PATCH-DOC`` that sets each ``(model, attr)`` of ``doc`` to its current value (None: no pairs).
+
+    Data sources go whole (``ColumnDataChanged``), other attributes as ``ModelChanged``.
+    """
+    from bokeh.document.events import ColumnDataChangedEvent, ModelChangedEvent
+    from bokeh.io.doc import patch_curdoc
+    from bokeh.models import ColumnDataSource
+
+    events = []
+    for model, attr in pairs:
+        if attr == "data" and isinstance(model, ColumnDataSource):
+            events.append(ColumnDataChangedEvent(doc, model, "data"))
+        else:
+            events.append(ModelChangedEvent(doc, model, attr, getattr(model, attr)))
+    if not events:
+        return None
+    with patch_curdoc(doc):
+        msg = protocol.create("PATCH-DOC", events)
+        msg.prepare()
+    return FrameMessage.of(msg)
+
+
+def leave(dash) -> None:
+    """Take ``dash`` out of its group; a follower first sends its own server-side values of what it was sent.
+
+    Call inside the session's locked callback, within a document hold (the events then go
+    out as the session's own messages, after any broadcast already queued for it).
+    """
+    group, member = dash._group, dash._member
+    dash._group = dash._member = None
+    if group is None:
+        return
+    if member is None:  # the leader
+        group.close()
+        return
+    member.stop()
+    group.members.pop(id(dash), None)
+    STATS["leaves"] += 1
+    from bokeh.document.events import ColumnDataChangedEvent, ModelChangedEvent
+    from bokeh.models import ColumnDataSource
+
+    doc = dash._doc
+    for lid, attr in member.touched:
+        model = member.models.get(lid)
+        if model is None:
+            continue
+        if attr == "data" and isinstance(model, ColumnDataSource):
+            ev = ColumnDataChangedEvent(doc, model, "data")
+        else:
+            ev = ModelChangedEvent(doc, model, attr, getattr(model, attr))
+        doc.callbacks.trigger_on_change(ev)
+
+
+_HEAD, _TAIL = '{"events":[', "]}"
+
+
+def seal(pending: list, n0: int, doc) -> list[FrameMessage] | None:
+    """Serialize the messages Bokeh queued since ``pending[n0]`` now, as few ``PATCH-DOC`` as can be; returns them.
+
+    ``pending`` is a Bokeh ``ServerSession``'s pending writes (``_PendingPatch(event,
+    protocol, connections)``, one per document event), replaced here by one entry per
+    ready message. In event order, consecutive events without binary buffers go as one
+    message; an event with buffers (column data as numpy arrays) goes alone: with two
+    in one message BokehJS misread them ("Offset is outside the bounds of the
+    DataView", seen in the browser tests). Serializing at once also freezes the values:
+    Bokeh serializes a queued event when it writes it, from the model's state then.
+    Returns None (and leaves the entries as they are) when there is nothing, or anything
+    unexpected (another Bokeh version, several connection sets).
+    """
+    from bokeh.io.doc import patch_curdoc
+
+    new = pending[n0:]
+    if not new:
+        return None
+    try:
+        from bokeh.server.session import _PendingPatch
+
+        if not all(type(p) is _PendingPatch and p.connections == new[0].connections for p in new):
+            return None
+        out: list[FrameMessage] = []
+        run: list[FrameMessage] = []  # consecutive messages without buffers, to merge
+
+        def flush():
+            if len(run) == 1:
+                out.append(run[0])
+            elif run:
+                events = ",".join(m.frames[2][0][len(_HEAD):-len(_TAIL)] for m in run)
+                out.append(FrameMessage([run[0].frames[0], run[0].frames[1], (_HEAD + events + _TAIL, False)]))
+            run.clear()
+
+        with patch_curdoc(doc):
+            for p in new:
+                msg = p.protocol.create("PATCH-DOC", [p.event])
+                msg.prepare()
+                fm = FrameMessage.of(msg)
+                content = fm.frames[2][0]
+                if msg.buffers or not (content.startswith(_HEAD) and content.endswith(_TAIL)):
+                    flush()
+                    out.append(fm)
+                else:
+                    run.append(fm)
+            flush()
+        entries = [_PendingPatch(new[0].event, _Prebuilt(fm), new[0].connections) for fm in out]
+    except (ImportError, AttributeError, TypeError):
+        return None
+    del pending[n0:]
+    pending.extend(entries)
+    return out
+
+
+def broadcast(group: ShareGroup, msgs: list[FrameMessage], events) -> None:
+    """Send a leader's sealed refresh messages ``msgs`` (of document ``events``) to every follower.
+
+    Each follower gets it with its own model ids, in order after what was sent to it
+    before. A message that names a model the followers do not have breaks the group up;
+    a follower that is gone or :data:`MAX_INFLIGHT` messages behind leaves it.
+    """
+    if not group.members:
+        return
+    pairs = [(m.id, a) for m, a in touched_pairs(events)]
+    # every follower pairs the same leader models: one check for all
+    if not all(_mappable(fm, next(iter(group.members.values())).idmap) for fm in msgs):
+        log.info("share group: a message names a model the followers lack; breaking the group up")
+        group.close()
+        return
+    for member in list(group.members.values()):
+        if not member.active:
+            continue
+        dash = member.dash
+        if not dash._connected() or len(member.queue) >= MAX_INFLIGHT:
+            member.stop()  # it leaves at its next refresh (and catches up on its own)
+            dash.poke()
+            continue
+        member.touched.update(dict.fromkeys(pairs))
+        member.put([fm.with_ids(member.idmap) for fm in msgs])
+        STATS["shared"] += 1
+        dash._followed()
+
+
+def followers() -> int:
+    """How many pages of this process follow a leader now."""
+    return sum(len(g.members) for g in GROUPS.values())
+
+
+async def _writer(member: Member, session) -> None:
+    """Write a follower's queued messages in order, after whatever its own session had queued when it joined.
+
+    It first takes the session's document lock once (Bokeh writes a locked callback's
+    queued messages before releasing it), so the join message cannot overtake the
+    follower's own earlier writes; then it sends each queued refresh, until the member
+    stops. A message is written whole under the connection's write lock; one not begun
+    when the member stops is dropped (the follower's leave message sets what it touched).
+    """
+    from tornado.iostream import StreamClosedError
+    from tornado.websocket import WebSocketClosedError
+
+    try:
+        await session.with_document_locked(lambda: None)
+        while member.active:
+            if not member.queue:
+                member.wake.clear()
+                await member.wake.wait()
+                continue
+            msgs = member.queue.popleft()
+            for conn in list(session._subscribed_connections):
+                for fm in msgs:
+                    if not member.active:
+                        return
+                    await fm.send(conn._socket)
+    except (WebSocketClosedError, StreamClosedError, AttributeError):  # closed: it leaves at its next refresh
+        member.active = False
+    except Exception:  # noqa: BLE001 - never an unhandled error in the loop; the follower catches up alone
+        log.exception("share: writing to a follower failed")
+        member.active = False
+
+
+__all__ = ["GROUPS", "MAX_INFLIGHT", "STATS", "FrameMessage", "Member", "ShareGroup", "broadcast", "followers", "join",
+           "leave", "pair_models", "seal", "state_message", "touched_pairs"]
