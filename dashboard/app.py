@@ -549,8 +549,8 @@ class Dashboard(param.Parameterized):
             if self._member is not None or (g is not None and (not g.open or key != g.key)):
                 with self._held():
                     share.leave(self)
-            if key is not None and self._group is None and self._join_existing(key):
-                return
+            if key is not None and self._group is None and share.join(self, key, lead=False) == "follower":
+                return  # its leader's refreshes show from now on
             await self._refresh()
             share.STATS["own"] += 1
             if key is not None and self._group is None and key == self.share_key() and self._connected():
@@ -592,12 +592,6 @@ class Dashboard(param.Parameterized):
         m, g = self._member, self._group
         return (m is not None and m.active and g is not None and g.open and g.leader_ok()
                 and self.share_key() == g.key)
-
-    def _join_existing(self, key) -> bool:
-        g = share.GROUPS.get(key)
-        if g is None or g.leader is self or not g.leader_ok():
-            return False
-        return share.join(self, key) == "follower"
 
     def _followed(self) -> None:
         """The leader sent this follower a refresh (its status is current: the periodic refresh skips)."""

@@ -15,9 +15,9 @@ Here, per server process and per :meth:`Dashboard.share_key <dashboard.app.Dashb
 
 Protocol and consistency (the browser of a follower must show what the leader's shows):
 
-- **join**: a session joins with one message per data source and one for the
-  properties, carrying the leader's current values of every ``(model, attribute)`` either
-  session ever changed; from then on the leader's changes apply on the same state;
+- **join** (once its browser has drawn its page): a session joins with one message
+  carrying the leader's current values of every ``(model, attribute)`` either session
+  ever changed; from then on the leader's changes apply on the same state;
 - **leave** (the follower's viewer pans, zooms, clicks a row or changes a setting, its
   connection fell behind, or the group broke up): the follower sends its own, older
   server-side values of every ``(model, attribute)`` it received from the leader, so its
@@ -46,8 +46,8 @@ log = logging.getLogger(__name__)
 #: A follower with this many undelivered broadcasts leaves the group (and catches up on its own).
 MAX_INFLIGHT = 4
 
-#: This process's counts: ``own`` refreshes (a leader's or a lone page's), ``shared`` (a leader's refresh
-#: delivered to a follower), ``joins``, ``leaves``. Read by ``/metrics``.
+#: This process's counts: ``own`` refreshes (a leader's or a lone page's) and ``shared`` (a leader's refresh
+#: sent to a follower). Read by ``/metrics``.
 STATS: collections.Counter = collections.Counter()
 
 _ID = re.compile(r'"id":"(p\d+)"')
@@ -155,13 +155,16 @@ class Member:
     """One follower's side of a group: its model map and what it was sent."""
 
     dash: object
-    idmap: dict[str, str]                     # leader model id -> follower model id
     models: dict[str, object]                 # leader model id -> follower model
+    idmap: dict[str, str] = field(init=False)  # leader model id -> follower model id
     touched: dict[tuple[str, str], None] = field(default_factory=dict)  # (leader id, attr) it was sent
     active: bool = True
     #: messages to send, in order (each entry a refresh's list), written by one task per follower
     queue: collections.deque = field(default_factory=collections.deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self):
+        self.idmap = {lid: m.id for lid, m in self.models.items()}
 
     def stop(self) -> None:
         self.active = False
@@ -201,16 +204,19 @@ class ShareGroup:
 GROUPS: dict[object, ShareGroup] = {}
 
 
-def join(dash, key) -> str:
-    """Put ``dash`` in the group of ``key``: returns ``"leader"``, ``"follower"`` or ``""`` (cannot share).
+def join(dash, key, lead: bool = True) -> str:
+    """Put ``dash`` in the group of ``key``: returns ``"leader"``, ``"follower"`` or ``""`` (not joined).
 
-    Call inside the session's locked callback: a follower's join message (the leader's
-    current values of every ``(model, attr)`` either page has changed) is queued in the
-    session's pending writes, after whatever the callback already queued. A key with no
-    open group makes ``dash`` the leader of a new one.
+    With an open group whose leader is connected, ``dash`` follows it: its join message
+    (the leader's current values of every ``(model, attr)`` either page has changed) is
+    the first its writer task sends, after whatever its session had queued. Otherwise,
+    when ``lead``, ``dash`` leads a new group of ``key``. Call inside the session's
+    locked callback, once its browser has drawn the page.
     """
     group = GROUPS.get(key)
-    if group is None or not group.leader_ok():
+    if group is None or group.leader is dash or not group.leader_ok():
+        if not lead:
+            return ""
         if group is not None:
             group.close()
         GROUPS[key] = dash._group = ShareGroup(key, dash)
@@ -230,17 +236,15 @@ def join(dash, key) -> str:
         lid = lid_of.get(fid)
         if lid is not None:
             state[(lid, attr)] = (pairs[lid][0], attr)
-    idmap = {lid: f.id for lid, (_, f) in pairs.items()}
+    member = Member(dash, {lid: f for lid, (_, f) in pairs.items()}, touched=dict.fromkeys(state))
     fm = state_message(leader._doc, state.values(), conns[0].protocol)
-    if fm is not None and not _mappable(fm, idmap):
-        return ""
-    member = Member(dash, idmap, {lid: f for lid, (_, f) in pairs.items()}, touched=dict.fromkeys(state))
     if fm is not None:
-        member.put([fm.with_ids(idmap)])
-    asyncio.ensure_future(_writer(member, dash._session()))
+        if not _mappable(fm, member.idmap):
+            return ""
+        member.put([fm.with_ids(member.idmap)])
+    asyncio.ensure_future(_writer(member, session))
     group.members[id(dash)] = member
     dash._group, dash._member = group, member
-    STATS["joins"] += 1
     return "follower"
 
 
@@ -250,21 +254,20 @@ def _mappable(fm: FrameMessage, idmap: dict[str, str]) -> bool:
     return ids_of(fm) <= idmap.keys() | buffers
 
 
-def state_message(doc, pairs, protocol) -> FrameMessage | None:
-    """One ``PATCH-DOC`` that sets each ``(model, attr)`` of ``doc`` to its current value (None: no pairs).
-
-    Data sources go whole (``ColumnDataChanged``), other attributes as ``ModelChanged``.
-    """
+def _state_events(doc, pairs) -> list:
+    """Document events that set each ``(model, attr)`` to its current value: data sources whole, others as is."""
     from bokeh.document.events import ColumnDataChangedEvent, ModelChangedEvent
-    from bokeh.io.doc import patch_curdoc
     from bokeh.models import ColumnDataSource
 
-    events = []
-    for model, attr in pairs:
-        if attr == "data" and isinstance(model, ColumnDataSource):
-            events.append(ColumnDataChangedEvent(doc, model, "data"))
-        else:
-            events.append(ModelChangedEvent(doc, model, attr, getattr(model, attr)))
+    return [ColumnDataChangedEvent(doc, model, "data") if attr == "data" and isinstance(model, ColumnDataSource)
+            else ModelChangedEvent(doc, model, attr, getattr(model, attr)) for model, attr in pairs]
+
+
+def state_message(doc, pairs, protocol) -> FrameMessage | None:
+    """One ``PATCH-DOC`` that sets each ``(model, attr)`` of ``doc`` to its current value (None: no pairs)."""
+    from bokeh.io.doc import patch_curdoc
+
+    events = _state_events(doc, pairs)
     if not events:
         return None
     with patch_curdoc(doc):
@@ -288,19 +291,9 @@ def leave(dash) -> None:
         return
     member.stop()
     group.members.pop(id(dash), None)
-    STATS["leaves"] += 1
-    from bokeh.document.events import ColumnDataChangedEvent, ModelChangedEvent
-    from bokeh.models import ColumnDataSource
-
     doc = dash._doc
-    for lid, attr in member.touched:
-        model = member.models.get(lid)
-        if model is None:
-            continue
-        if attr == "data" and isinstance(model, ColumnDataSource):
-            ev = ColumnDataChangedEvent(doc, model, "data")
-        else:
-            ev = ModelChangedEvent(doc, model, attr, getattr(model, attr))
+    pairs = [(member.models[lid], attr) for lid, attr in member.touched if lid in member.models]
+    for ev in _state_events(doc, pairs):
         doc.callbacks.trigger_on_change(ev)
 
 
@@ -366,7 +359,7 @@ def broadcast(group: ShareGroup, msgs: list[FrameMessage], events) -> None:
 
     Each follower gets it with its own model ids, in order after what was sent to it
     before. A message that names a model the followers do not have breaks the group up;
-    a follower that is gone or :data:`MAX_INFLIGHT` messages behind leaves it.
+    a follower that is gone or :data:`MAX_INFLIGHT` refreshes behind leaves it.
     """
     if not group.members:
         return
