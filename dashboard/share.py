@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -92,7 +91,7 @@ def pair_models(leader_roots, follower_roots) -> dict[str, tuple[object, object]
 
 
 class FrameMessage:
-    """A serialized Bokeh protocol message (its websocket frames), sent as Bokeh sends one.
+    """A serialized Bokeh protocol message (its websocket frames: header, metadata, content), sent as Bokeh sends one.
 
     Stands in for ``bokeh.protocol.message.Message`` where Bokeh's server sends one
     (``ServerConnection.send_message`` and the session's pending writes): ``prepare`` does
@@ -103,17 +102,8 @@ class FrameMessage:
         self.frames = frames
         self._parts: list[str] | None = None
 
-    @classmethod
-    def of(cls, message) -> FrameMessage:
-        """The frames of a prepared Bokeh ``Message``: header, metadata, content, then each buffer."""
-        frames: list[tuple[str | bytes, bool]] = [(message.header_json, False), (message.metadata_json, False),
-                                                  (message.content_json, False)]
-        for b in message.buffers:
-            frames += [(json.dumps(b.ref), False), (b.to_bytes(), True)]
-        return cls(frames)
-
     def with_ids(self, idmap: dict[str, str]) -> FrameMessage:
-        """The same message with model ids replaced (content frame only; buffers keep theirs)."""
+        """The same message with model ids replaced (in the content frame)."""
         if self._parts is None:  # [text, id, text, id, ..., text], split once for every follower
             self._parts = _ID.split(self.frames[2][0])
         parts = self._parts
@@ -237,7 +227,7 @@ def join(dash, key, lead: bool = True) -> str:
         if lid is not None:
             state[(lid, attr)] = (pairs[lid][0], attr)
     member = Member(dash, {lid: f for lid, (_, f) in pairs.items()}, touched=dict.fromkeys(state))
-    fm = state_message(leader._doc, state.values(), conns[0].protocol)
+    fm = state_message(leader._doc, state.values())
     if fm is not None:
         if not _mappable(fm, member.idmap):
             return ""
@@ -249,9 +239,8 @@ def join(dash, key, lead: bool = True) -> str:
 
 
 def _mappable(fm: FrameMessage, idmap: dict[str, str]) -> bool:
-    """True when every id in the message is a model the follower has, or one of the message's buffers."""
-    buffers = {json.loads(payload)["id"] for payload, binary in fm.frames[3:] if not binary}
-    return ids_of(fm) <= idmap.keys() | buffers
+    """True when every model id in the message is one the follower has a pair for."""
+    return ids_of(fm) <= idmap.keys()
 
 
 def _state_events(doc, pairs) -> list:
@@ -263,17 +252,10 @@ def _state_events(doc, pairs) -> list:
             else ModelChangedEvent(doc, model, attr, getattr(model, attr)) for model, attr in pairs]
 
 
-def state_message(doc, pairs, protocol) -> FrameMessage | None:
+def state_message(doc, pairs) -> FrameMessage | None:
     """One ``PATCH-DOC`` that sets each ``(model, attr)`` of ``doc`` to its current value (None: no pairs)."""
-    from bokeh.io.doc import patch_curdoc
-
     events = _state_events(doc, pairs)
-    if not events:
-        return None
-    with patch_curdoc(doc):
-        msg = protocol.create("PATCH-DOC", events)
-        msg.prepare()
-    return FrameMessage.of(msg)
+    return patch_message(doc, events) if events else None
 
 
 def leave(dash) -> None:
@@ -297,7 +279,37 @@ def leave(dash) -> None:
         doc.callbacks.trigger_on_change(ev)
 
 
-_HEAD, _TAIL = '{"events":[', "]}"
+def patch_message(doc, events) -> FrameMessage:
+    """One ``PATCH-DOC`` of ``events`` (Bokeh document events of ``doc``, applied in order), with no binary buffer.
+
+    Built as Bokeh's ``patch_doc.create`` builds it, but with one ``Serializer(deferred=False)``:
+    numpy columns go inline (base64, as BokehJS also reads them) instead of one binary
+    websocket frame pair each. A refresh then costs every connection 3 frames (header,
+    metadata, content) however many columns it changes, where Bokeh sends one message
+    per event and 2 frames per array (232 frames per second to each embedded chart at 20x
+    replay; see the ``frames/s`` column of ``benchmarks/bench_load.py``). Base64 is 4/3 of
+    the bytes of the arrays it carries.
+    Raises ValueError when ``events`` is empty.
+    """
+    from bokeh.core.serialization import Serializer
+    from bokeh.document.json import PatchJson
+    from bokeh.io.doc import patch_curdoc
+    from bokeh.protocol.messages.patch_doc import patch_doc
+
+    if not events:
+        raise ValueError("PATCH-DOC message requires at least one event")
+    with patch_curdoc(doc):
+        serializer = Serializer(references=doc.models.synced_references, deferred=False)
+        content = PatchJson(events=serializer.encode(events))
+        doc.models.flush_synced(lambda model: not serializer.has_ref(model))  # as patch_doc.create does
+        msg = patch_doc(patch_doc.create_header(), {}, content)
+    return FrameMessage([(msg.header_json, False), (msg.metadata_json, False), (msg.content_json, False)])
+
+
+def _data_event(event) -> bool:
+    from bokeh.document.events import ColumnDataChangedEvent, ColumnsPatchedEvent, ColumnsStreamedEvent
+
+    return isinstance(event, ColumnDataChangedEvent | ColumnsPatchedEvent | ColumnsStreamedEvent)
 
 
 def seal(pending: list, n0: int, doc) -> list[FrameMessage] | None:
@@ -305,16 +317,17 @@ def seal(pending: list, n0: int, doc) -> list[FrameMessage] | None:
 
     ``pending`` is a Bokeh ``ServerSession``'s pending writes (``_PendingPatch(event,
     protocol, connections)``, one per document event), replaced here by one entry per
-    ready message. In event order, consecutive events without binary buffers go as one
-    message; an event with buffers (column data as numpy arrays) goes alone: with two
-    in one message BokehJS misread them ("Offset is outside the bounds of the
-    DataView", seen in the browser tests). Serializing at once also freezes the values:
-    Bokeh serializes a queued event when it writes it, from the model's state then.
+    :func:`patch_message`. The events keep their order; a message holds at most one
+    change of column data (``ColumnDataChanged``, ``ColumnsStreamed``, ``ColumnsPatched``)
+    and the other events around it. With two data changes in one message, BokehJS 3.10
+    (which applies a message's events at once and updates each glyph asynchronously)
+    drew text colours of one length against texts of another: "Offset is outside the
+    bounds of the DataView", seen in the footprint view of the browser tests; with one
+    per message it never was. Serializing at once also freezes the values: Bokeh
+    serializes a queued event when it writes it, from the model's state then.
     Returns None (and leaves the entries as they are) when there is nothing, or anything
     unexpected (another Bokeh version, several connection sets).
     """
-    from bokeh.io.doc import patch_curdoc
-
     new = pending[n0:]
     if not new:
         return None
@@ -323,30 +336,17 @@ def seal(pending: list, n0: int, doc) -> list[FrameMessage] | None:
 
         if not all(type(p) is _PendingPatch and p.connections == new[0].connections for p in new):
             return None
-        out: list[FrameMessage] = []
-        run: list[FrameMessage] = []  # consecutive messages without buffers, to merge
-
-        def flush():
-            if len(run) == 1:
-                out.append(run[0])
-            elif run:
-                events = ",".join(m.frames[2][0][len(_HEAD):-len(_TAIL)] for m in run)
-                out.append(FrameMessage([run[0].frames[0], run[0].frames[1], (_HEAD + events + _TAIL, False)]))
-            run.clear()
-
-        with patch_curdoc(doc):
-            for p in new:
-                msg = p.protocol.create("PATCH-DOC", [p.event])
-                msg.prepare()
-                fm = FrameMessage.of(msg)
-                content = fm.frames[2][0]
-                if msg.buffers or not (content.startswith(_HEAD) and content.endswith(_TAIL)):
-                    flush()
-                    out.append(fm)
-                else:
-                    run.append(fm)
-            flush()
-        entries = [_PendingPatch(new[0].event, _Prebuilt(fm), new[0].connections) for fm in out]
+        groups: list[list] = [[]]
+        has_data = False
+        for p in new:
+            data = _data_event(p.event)
+            if data and has_data:
+                groups.append([])
+                has_data = False
+            groups[-1].append(p.event)
+            has_data = has_data or data
+        out = [patch_message(doc, events) for events in groups]
+        entries = [_PendingPatch(events[0], _Prebuilt(fm), new[0].connections) for events, fm in zip(groups, out, strict=True)]
     except (ImportError, AttributeError, TypeError):
         return None
     del pending[n0:]
@@ -421,4 +421,4 @@ async def _writer(member: Member, session) -> None:
 
 
 __all__ = ["GROUPS", "MAX_INFLIGHT", "STATS", "FrameMessage", "Member", "ShareGroup", "broadcast", "followers", "join",
-           "leave", "pair_models", "seal", "state_message", "touched_pairs"]
+           "leave", "pair_models", "patch_message", "seal", "state_message", "touched_pairs"]

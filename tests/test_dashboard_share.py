@@ -66,7 +66,7 @@ async def test_a_leaders_state_readdressed_sets_the_followers_browser_and_leaves
     state = [(leader.chart.candles, "data"), (leader.profile.source, "data"), (leader.chart.developing, "data"),
              (leader.chart.heat, "data"), (leader.chart.x_range, "start"), (leader.chart.x_range, "end"),
              (leader.chart.y_range, "start"), (leader.status.div, "text"), (leader.summary.div, "text")]
-    fm = share.state_message(ldoc, state, Protocol())
+    fm = share.state_message(ldoc, state)
     assert share._mappable(fm, idmap) and not share._mappable(fm, {})
     await _apply(fm.with_ids(idmap), browser)
 
@@ -102,8 +102,8 @@ def test_pages_outside_a_served_session_never_share(trades):
     assert dash.share_key() is None and not dash._following()
 
 
-async def test_a_refresh_is_sealed_as_one_message_serialized_at_once_in_event_order():
-    """Bokeh queues one PATCH-DOC per event and serializes each when it writes it; sealed, they go as one, frozen."""
+async def test_a_refresh_is_sealed_in_few_messages_serialized_at_once_in_event_order():
+    """Bokeh queues one PATCH-DOC per event and serializes each when it writes it; sealed, they go as few, frozen."""
     from bokeh.models import ColumnDataSource, Div, Range1d
     from bokeh.server.session import _PendingPatch
 
@@ -123,16 +123,19 @@ async def test_a_refresh_is_sealed_as_one_message_serialized_at_once_in_event_or
     earlier = _PendingPatch(events[0], Protocol(), conns)  # queued before this refresh: left alone
     pending = [earlier] + [_PendingPatch(e, Protocol(), conns) for e in events]
     msgs = share.seal(pending, 1, doc)
-    # in order: the text alone, the data (buffers) alone, then the range, patch and text as one
-    assert len(msgs) == 3 and len(pending) == 4 and pending[0] is earlier
+    # in order, at most one change of column data per message, the array inline: 3 frames each, no binary buffer
+    assert len(msgs) == 2 and len(pending) == 3 and pending[0] is earlier
     assert [p.protocol.create("PATCH-DOC", [p.event]) for p in pending[1:]] == msgs
-    kinds = [[e["kind"] for e in json.loads(m.frames[2][0])["events"]] for m in msgs]
-    assert kinds == [["ModelChanged"], ["ColumnDataChanged"], ["ModelChanged", "ColumnsPatched", "ModelChanged"]]
-    assert [len(m.frames) for m in msgs] == [3, 5, 3]  # the data's one buffer: its header and bytes
+    assert all(binary is False for m in msgs for _, binary in m.frames) and [len(m.frames) for m in msgs] == [3, 3]
+    contents = [json.loads(m.frames[2][0]) for m in msgs]
+    assert [[e["kind"] for e in c["events"]] for c in contents] == [
+        ["ModelChanged", "ColumnDataChanged", "ModelChanged"], ["ColumnsPatched", "ModelChanged"]]
+    array = contents[0]["events"][1]["data"]["entries"][0][1]
+    assert array["type"] == "ndarray" and isinstance(array["array"]["data"], str)  # base64, not a buffer ref
     src.data = {"a": np.arange(7.0)}  # a later change is not in the sealed messages
     browser = Document.from_json(doc.to_json())
     for fm in msgs:
         await _apply(fm, browser)
     b_src, b_div, b_rng = (browser.get_model_by_id(m.id) for m in (src, div, rng))
     assert list(b_src.data["a"]) == [9.0, 1.0, 2.0] and b_div.text == "summary" and b_rng.end == 2.0
-    assert share.seal(pending, 2, doc) is None  # nothing new: nothing sealed
+    assert share.seal(pending, len(pending), doc) is None  # nothing new: nothing sealed
