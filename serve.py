@@ -64,12 +64,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="serve pages and the API only; another process ingests into the same Redis.")
     p.add_argument("--lease-ttl-ms", type=int, default=6000,
                    help="ingest lease lifetime: another process takes over ingest this long after the holder dies.")
+    p.add_argument("--gc-freeze-s", type=float, default=5.0,
+                   help="freeze the objects alive this often, so the garbage collector's pauses stay short with many "
+                        "sessions (service/gcpause.py; 0 turns it off; default 5).")
+    p.add_argument("--gc-sweep-s", type=float, default=600.0,
+                   help="full collection (one long pause) this often, freeing closed sessions' models (default 600).")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     if args.speed <= 0:
         p.error("--speed must be > 0")
     if args.num_procs < 1:
         p.error("--num-procs must be >= 1")
+    if args.gc_freeze_s and not (0.5 <= args.gc_freeze_s <= 600 and 10 <= args.gc_sweep_s <= 86_400):
+        p.error("--gc-freeze-s must be 0 or within 0.5-600, --gc-sweep-s within 10-86400")
     if args.no_ingest and not args.redis_url:
         p.error("--no-ingest needs --redis-url (or REDIS_URL): the Redis another process ingests into")
     kind, _, path = args.source.partition(":")
@@ -242,6 +249,14 @@ def main(argv=None) -> int:
         role = f"{recording.describe()} · {symbol} tick {tick:g}"
     print(f"flowlens: {role} · http://{args.address}:{port}/ (pid {os.getpid()})", flush=True)
     server.io_loop.add_callback(rt.start)
+    if args.gc_freeze_s:
+        from service.gcpause import GcFreezer
+
+        server.io_loop.add_callback(GcFreezer(freeze_s=args.gc_freeze_s, sweep_s=args.gc_sweep_s).start)
+    else:
+        from service.gcpause import watch_pauses
+
+        watch_pauses()  # the pauses are still in /metrics
 
     async def warm():  # compile/load every computation once the first trades are in, off the first viewer's path
         for _ in range(600):

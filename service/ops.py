@@ -21,7 +21,7 @@ import os
 import time
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess as prom_mp
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from tornado.web import RequestHandler
@@ -64,8 +64,19 @@ class Metrics:
                                      "refresh sent to a follower page of the same view", ["how"])
             self.followers = _gauge("flowlens_share_followers", "Pages following a leader page's refresh",
                                     mode="livesum")
+            self.gc_pauses = Histogram("flowlens_gc_pause_seconds",
+                                       "Pauses of the cyclic garbage collector, generations 1 and 2 (service/gcpause.py)",
+                                       ["generation"], buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
             self._seen = collections.Counter()
         return cls._instance
+
+    def absorb_gc_pauses(self) -> None:
+        """The garbage collector's pauses recorded since the last call (:data:`service.gcpause.PAUSES`)."""
+        from service.gcpause import PAUSES
+
+        while PAUSES:
+            generation, seconds = PAUSES.popleft()
+            self.gc_pauses.labels(str(generation)).observe(seconds)
 
     def absorb_share_stats(self) -> None:
         """Page refreshes (own / shared) and followers from :mod:`dashboard.share`."""
@@ -120,6 +131,7 @@ async def refresh_loop(runtime, period_s: float = 1.0) -> None:
             log.exception("metrics refresh failed")
         m.absorb_cache_stats(runtime.registry.cache.stats)
         m.absorb_share_stats()
+        m.absorb_gc_pauses()
         m.sessions.set(runtime.session_count())
         await runtime.registry.refresh_symbols()
         await asyncio.sleep(period_s)
@@ -134,6 +146,7 @@ class MetricsHandler(RequestHandler):
     def get(self):
         self.runtime.metrics.absorb_cache_stats(self.runtime.registry.cache.stats)
         self.runtime.metrics.absorb_share_stats()
+        self.runtime.metrics.absorb_gc_pauses()
         if MP:
             reg = CollectorRegistry()
             prom_mp.MultiProcessCollector(reg)

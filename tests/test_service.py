@@ -77,7 +77,7 @@ def get(url: str, gz: bool = False) -> tuple[int, dict]:
 def metric(base: str, name: str, label: str) -> float:
     with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
         text = r.read().decode()
-    m = re.search(rf'^{name}\{{{label}\}} ([0-9.e+]+)$', text, re.M)
+    m = re.search(rf'^{name}\{{{re.escape(label)}\}} ([0-9.e+]+)$', text, re.M)
     return float(m.group(1)) if m else 0.0
 
 
@@ -150,6 +150,17 @@ def test_two_processes_give_identical_answers_and_compute_once(two_servers, reco
         base_b, "flowlens_computations_total", 'kind="volume"')
     detail = [(metric(x, "flowlens_computations_total", 'kind="volume"'), metric(x, "flowlens_cache_hits_total", 'kind="volume"')) for x in (base_a, base_b)]
     assert after - before == 1, f"{after - before} computations for 40 identical requests: {detail}"
+
+
+def test_metrics_report_the_garbage_collectors_pauses(two_servers):
+    """Each process records its collections' pauses (service/gcpause.py); /metrics shows them, by generation."""
+    _, (_, base_a), _ = two_servers
+    wait_until(lambda: metric(base_a, "flowlens_gc_pause_seconds_count", 'generation="1"'), 30)
+    with urllib.request.urlopen(base_a + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    count = float(re.search(r'^flowlens_gc_pause_seconds_count\{generation="1"\} ([0-9.e+]+)$', text, re.M).group(1))
+    inf = float(re.search(r'^flowlens_gc_pause_seconds_bucket\{generation="1",le="\+Inf"\} ([0-9.e+]+)$', text, re.M).group(1))
+    assert count >= 1 and inf == count
 
 
 @pytest.mark.parametrize("query,param", [
