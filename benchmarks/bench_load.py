@@ -15,9 +15,13 @@ the steady state for ``--seconds``:
 * server CPU (% of one core, serve.py and its --num-procs workers) and resident memory per session
   ((RSS with N sessions - RSS before the first) / N);
 * computations per second, from /metrics (``flowlens_computations_total``), which must not grow with N for
-  sessions on the same view.
+  sessions on the same view;
+* the CPU of this bench (the load generator: raw clients, Playwright) and of the whole machine, and the
+  server's garbage-collector pauses over 100 ms (``flowlens_gc_pause_seconds``): the box has 2 cores for all.
 
-The baseline row is N = 0 (no session): the server's own CPU and memory while ingesting.
+The baseline row is N = 0 (no session): the server's own CPU and memory while ingesting. ``--baseline ARGS``
+also measures each N with those serve.py arguments (e.g. ``--gc-freeze-s 0``, without the collector's
+freezing) right after, and prints the ratios of its delays to the row's.
 """
 
 from __future__ import annotations
@@ -46,15 +50,22 @@ LAST_ID = re.compile(rb'data-last-id=(?:\\*"|&quot;)(\d+)')  # escaped once or t
 TOKEN = re.compile(r'"token":\s*"([^"]+)"')
 
 
-def _metric(base: str, name: str) -> float:
-    """Sum of a metric over its labels; NaN when the server is too busy to answer /metrics in 10 s."""
+def _metrics(base: str) -> dict[str, float]:
+    """The server's computations and long garbage-collector pauses (> 100 ms) so far, from /metrics (NaN when
+    the server is too busy to answer in 10 s)."""
     try:
         with urllib.request.urlopen(base + "metrics", timeout=10) as r:
             text = r.read().decode()
     except (TimeoutError, OSError):
         print("  /metrics did not answer within 10 s: the server is saturated")
-        return float("nan")
-    return sum(float(m.group(1)) for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+]+)$", text, re.M))
+        return {"comps": float("nan"), "long_gc": float("nan")}
+
+    def total(pattern: str) -> float:
+        return sum(float(m.group(1)) for m in re.finditer(rf"^{pattern} ([0-9.e+]+)$", text, re.M))
+
+    return {"comps": total(r"flowlens_computations_total(?:{[^}]*})?"),
+            "long_gc": total(r'flowlens_gc_pause_seconds_count{[^}]*}')
+            - total(r'flowlens_gc_pause_seconds_bucket{generation="\d",le="0.1"}')}
 
 
 def _msg(msgtype: str) -> list[str]:
@@ -191,7 +202,9 @@ async def run_clients(url: str, n: int, seconds: float, srv: psutil.Process, ope
         await asyncio.sleep(3)  # let the last sessions' first refreshes pass
         procs = _procs(srv)
         cpu0 = sum(sum(p.cpu_times()[:2]) for p in procs)
-        c0 = await asyncio.to_thread(_metric, url.split("?")[0], "flowlens_computations_total")
+        me = psutil.Process()
+        own0, box0 = sum(me.cpu_times()[:2]), psutil.cpu_times()
+        m0 = await asyncio.to_thread(_metrics, url.split("?")[0])
         st.measuring = True
         t1 = time.monotonic()
         await asyncio.sleep(seconds)
@@ -199,9 +212,13 @@ async def run_clients(url: str, n: int, seconds: float, srv: psutil.Process, ope
         end_ms = time.time() * 1000
         wall = time.monotonic() - t1
         out["cpu"] = (sum(sum(p.cpu_times()[:2]) for p in procs) - cpu0) / wall * 100
+        out["client_cpu"] = (sum(me.cpu_times()[:2]) - own0) / wall * 100
+        box1 = psutil.cpu_times()
+        out["box_cpu"] = ((sum(box1) - box1.idle - box1.iowait) - (sum(box0) - box0.idle - box0.iowait)) / wall * 100
         out["rss"] = sum(p.memory_info().rss for p in procs)
-        c1 = await asyncio.to_thread(_metric, url.split("?")[0], "flowlens_computations_total")
-        out["comps"] = (c1 - c0) / wall
+        m1 = await asyncio.to_thread(_metrics, url.split("?")[0])
+        out["comps"] = (m1["comps"] - m0["comps"]) / wall
+        out["long_gc"] = m1["long_gc"] - m0["long_gc"]
         st.stop.set()
         res = await asyncio.gather(*tasks, return_exceptions=True)
         await watcher
@@ -209,14 +226,23 @@ async def run_clients(url: str, n: int, seconds: float, srv: psutil.Process, ope
     if errors:
         print(f"  {len(errors)} session(s) failed: {errors[0]!r}")
     out["delays"], out["missed"] = trade_delays(batches, st.seen, end_ms)
+    slow = [(sum(d > 500 for d in trade_delays([b], st.seen, end_ms)[0]), b) for b in batches]
+    if any(k for k, _ in slow):  # a few batches late in many sessions at once (a stalled process) or spread out
+        top = sorted(slow, key=lambda x: x[0])[-3:]
+        print("  batches late (> 500 ms) in the most sessions: "
+              + ", ".join(f"{k} sessions at +{(b[0] - batches[0][0]) / 1000:.1f} s" for k, b in top))
     out["batches"] = len(batches)
+    silent = sum(not seen for seen in st.seen)
+    if silent:
+        print(f"  {silent} of {len(st.seen)} sessions showed no new trade id while measuring")
     return out
 
 
-def measure(n: int, seconds: float, browsers: int, speed: float, chromium: str, path: str, procs: int) -> dict:
+def measure(n: int, seconds: float, browsers: int, speed: float, chromium: str, path: str, procs: int,
+            serve_args: tuple[str, ...] = (), server_log: str = "") -> dict:
     from playwright.sync_api import sync_playwright
 
-    args = ["--speed", f"{speed:g}", "--update-ms", "250"] + (["--num-procs", str(procs)] if procs > 1 else [])
+    args = ["--speed", f"{speed:g}", "--update-ms", "250", *serve_args] + (["--num-procs", str(procs)] if procs > 1 else [])
     with served(*args) as (base, proc, _):
         redis_url = next(line.split(" at ")[1].strip() for line in proc.output_lines if "embedded Valkey at" in line)
         srv = psutil.Process(proc.pid)
@@ -237,13 +263,16 @@ def measure(n: int, seconds: float, browsers: int, speed: float, chromium: str, 
         if browser is not None:
             browser.close()
             pw.stop()
+        if server_log:
+            Path(server_log).write_text("".join(proc.output_lines))
     d = np.array(out["delays"]) if out["delays"] else np.array([np.nan])
     sessions = n + browsers * bool(n)
     return {"n": n, "cpu": out["cpu"], "rss_mb": out["rss"] / 2**20, "open_s": out["open_s"], "ready": out["ready"],
             "per_session_mb": (out["rss"] - rss0) / 2**20 / max(sessions, 1),
             "p50": float(np.nanpercentile(d, 50)), "p99": float(np.nanpercentile(d, 99)), "samples": int(np.isfinite(d).sum()),
             "missed": out["missed"], "batches": out["batches"],
-            "comps": out["comps"]}
+            "comps": out["comps"], "client_cpu": out["client_cpu"], "box_cpu": out["box_cpu"],
+            "long_gc": out["long_gc"]}
 
 
 def main(argv=None) -> int:
@@ -255,18 +284,34 @@ def main(argv=None) -> int:
     ap.add_argument("--chromium", default="/usr/bin/chromium")
     ap.add_argument("--path", default="/", help="the page the sessions open, e.g. '/?embed=1' for the embedded chart")
     ap.add_argument("--num-procs", type=int, default=1, help="serve.py --num-procs")
+    ap.add_argument("--serve-args", default="", help="more serve.py arguments for every row")
+    ap.add_argument("--baseline", default="", help="serve.py arguments of a baseline measured after each N, with "
+                                                   "the ratios of its p50/p99 to the row's, e.g. '--gc-freeze-s 0'")
+    ap.add_argument("--server-log", default="", help="write the server's output to this file (the last N's)")
     a = ap.parse_args(argv)
-    print(f"load: replay at {a.speed:g}x, page {a.path}, {a.num_procs} server process(es), {a.seconds:g} s measured "
+    print(f"load: replay at {a.speed:g}x, page {a.path}, {a.num_procs} server process(es) {a.serve_args}, {a.seconds:g} s measured "
           f"once every session holds its document; raw Bokeh-protocol sessions + {a.browsers} Chromium pages "
           f"(for N > 0); targets: p99 <= 500 ms at N=200, <= 15 MB/session, comp/s flat in N")
     print(f"load average {os.getloadavg()[0]:.2f}")
     print(f"{'N':>4} | {'open s':>6} | {'ready':>5} | {'server CPU %':>12} | {'RSS MB':>7} | {'MB/session':>10} | "
-          f"{'p50 ms':>7} | {'p99 ms':>7} | {'batches':>7} | {'samples':>7} | {'missed':>6} | {'comp/s':>6}")
+          f"{'p50 ms':>7} | {'p99 ms':>7} | {'batches':>7} | {'samples':>7} | {'missed':>6} | {'comp/s':>6} | "
+          f"{'bench CPU %':>11} | {'box CPU %':>9} | {'GC > 100 ms':>11}")
+    def row(label, r):
+        print(f"{label:>4} | {r['open_s']:>6.0f} | {r['ready']:>5} | {r['cpu']:>12.0f} | {r['rss_mb']:>7.0f} | "
+              f"{r['per_session_mb']:>10.2f} | {r['p50']:>7.0f} | {r['p99']:>7.0f} | {r['batches']:>7} | {r['samples']:>7} | "
+              f"{r['missed']:>6} | {r['comps']:>6.1f} | {r['client_cpu']:>11.0f} | {r['box_cpu']:>9.0f} | {r['long_gc']:>11.0f}",
+              flush=True)
+
     for n in (int(x) for x in a.sessions.split(",")):
-        r = measure(n, a.seconds, a.browsers, a.speed, a.chromium, a.path, a.num_procs)
-        print(f"{r['n']:>4} | {r['open_s']:>6.0f} | {r['ready']:>5} | {r['cpu']:>12.0f} | {r['rss_mb']:>7.0f} | "
-              f"{r['per_session_mb']:>10.2f} | {r['p50']:>7.0f} | {r['p99']:>7.0f} | {r['batches']:>7} | {r['samples']:>7} | {r['missed']:>6} | "
-              f"{r['comps']:>6.1f}", flush=True)
+        r = measure(n, a.seconds, a.browsers, a.speed, a.chromium, a.path, a.num_procs, tuple(a.serve_args.split()),
+                    a.server_log)
+        row(str(n), r)
+        if a.baseline and n:
+            b = measure(n, a.seconds, a.browsers, a.speed, a.chromium, a.path, a.num_procs,
+                        (*a.serve_args.split(), *a.baseline.split()))
+            row("base", b)
+            print(f"  N={n}: baseline ({a.baseline}) / this: p50 x{b['p50'] / r['p50']:.2f}, p99 x{b['p99'] / r['p99']:.2f}",
+                  flush=True)
     return 0
 
 
