@@ -16,8 +16,10 @@ the steady state for ``--seconds``:
   ((RSS with N sessions - RSS before the first) / N);
 * computations per second, from /metrics (``flowlens_computations_total``), which must not grow with N for
   sessions on the same view;
-* the CPU of this bench (the load generator: raw clients, Playwright) and of the whole machine, and the
-  server's garbage-collector pauses over 100 ms (``flowlens_gc_pause_seconds``): the box has 2 cores for all.
+* the CPU of this bench (the load generator: raw clients, Playwright) and of the whole machine, the
+  server's garbage-collector pauses over 100 ms (``flowlens_gc_pause_seconds``; the box has 2 cores for
+  all), how much the server's RSS grew while measuring ("RSS +MB"), and the websocket frames each raw
+  session received per second.
 
 The baseline row is N = 0 (no session): the server's own CPU and memory while ingesting. ``--baseline ARGS``
 also measures each N with those serve.py arguments (e.g. ``--gc-freeze-s 0``, without the collector's
@@ -89,6 +91,7 @@ class Clients:
         #: per session: (arrival wall ms, last trade id shown) for every new id seen while measuring
         self.seen: list[list[tuple[float, int]]] = []
         self.stop = asyncio.Event()
+        self.frames = 0  # websocket messages (frames) received by all sessions while measuring
 
 
 async def session(http: aiohttp.ClientSession, url: str, st: Clients, sem: asyncio.Semaphore):
@@ -120,6 +123,8 @@ async def session(http: aiohttp.ClientSession, url: str, st: Clients, sem: async
             if msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
                 break
             data = msg.data if isinstance(msg.data, bytes) else msg.data.encode()
+            if st.measuring:
+                st.frames += 1
             if not counted and b"PULL-DOC-REPLY" in data:
                 st.ready += 1
                 counted = True
@@ -204,6 +209,7 @@ async def run_clients(url: str, n: int, seconds: float, srv: psutil.Process, ope
         cpu0 = sum(sum(p.cpu_times()[:2]) for p in procs)
         me = psutil.Process()
         own0, box0 = sum(me.cpu_times()[:2]), psutil.cpu_times()
+        rss_start = sum(p.memory_info().rss for p in procs)
         m0 = await asyncio.to_thread(_metrics, url.split("?")[0])
         st.measuring = True
         t1 = time.monotonic()
@@ -213,9 +219,11 @@ async def run_clients(url: str, n: int, seconds: float, srv: psutil.Process, ope
         wall = time.monotonic() - t1
         out["cpu"] = (sum(sum(p.cpu_times()[:2]) for p in procs) - cpu0) / wall * 100
         out["client_cpu"] = (sum(me.cpu_times()[:2]) - own0) / wall * 100
+        out["frames"] = st.frames / wall / max(n, 1)
         box1 = psutil.cpu_times()
         out["box_cpu"] = ((sum(box1) - box1.idle - box1.iowait) - (sum(box0) - box0.idle - box0.iowait)) / wall * 100
         out["rss"] = sum(p.memory_info().rss for p in procs)
+        out["rss_growth"] = out["rss"] - rss_start
         m1 = await asyncio.to_thread(_metrics, url.split("?")[0])
         out["comps"] = (m1["comps"] - m0["comps"]) / wall
         out["long_gc"] = m1["long_gc"] - m0["long_gc"]
@@ -269,10 +277,11 @@ def measure(n: int, seconds: float, browsers: int, speed: float, chromium: str, 
     sessions = n + browsers * bool(n)
     return {"n": n, "cpu": out["cpu"], "rss_mb": out["rss"] / 2**20, "open_s": out["open_s"], "ready": out["ready"],
             "per_session_mb": (out["rss"] - rss0) / 2**20 / max(sessions, 1),
-            "p50": float(np.nanpercentile(d, 50)), "p99": float(np.nanpercentile(d, 99)), "samples": int(np.isfinite(d).sum()),
+            "p50": float(np.percentile(d, 50)), "p99": float(np.percentile(d, 99)), "samples": int(np.isfinite(d).sum()),
             "missed": out["missed"], "batches": out["batches"],
             "comps": out["comps"], "client_cpu": out["client_cpu"], "box_cpu": out["box_cpu"],
-            "long_gc": out["long_gc"]}
+            "long_gc": out["long_gc"], "rss_growth_mb": out["rss_growth"] / 2**20,
+            "frames": out["frames"]}
 
 
 def main(argv=None) -> int:
@@ -295,11 +304,11 @@ def main(argv=None) -> int:
     print(f"load average {os.getloadavg()[0]:.2f}")
     print(f"{'N':>4} | {'open s':>6} | {'ready':>5} | {'server CPU %':>12} | {'RSS MB':>7} | {'MB/session':>10} | "
           f"{'p50 ms':>7} | {'p99 ms':>7} | {'batches':>7} | {'samples':>7} | {'missed':>6} | {'comp/s':>6} | "
-          f"{'bench CPU %':>11} | {'box CPU %':>9} | {'GC > 100 ms':>11}")
+          f"{'bench CPU %':>11} | {'box CPU %':>9} | {'GC > 100 ms':>11} | {'RSS +MB':>7} | {'frames/s':>8}")
     def row(label, r):
         print(f"{label:>4} | {r['open_s']:>6.0f} | {r['ready']:>5} | {r['cpu']:>12.0f} | {r['rss_mb']:>7.0f} | "
               f"{r['per_session_mb']:>10.2f} | {r['p50']:>7.0f} | {r['p99']:>7.0f} | {r['batches']:>7} | {r['samples']:>7} | "
-              f"{r['missed']:>6} | {r['comps']:>6.1f} | {r['client_cpu']:>11.0f} | {r['box_cpu']:>9.0f} | {r['long_gc']:>11.0f}",
+              f"{r['missed']:>6} | {r['comps']:>6.1f} | {r['client_cpu']:>11.0f} | {r['box_cpu']:>9.0f} | {r['long_gc']:>11.0f} | {r['rss_growth_mb']:>7.0f} | {r['frames']:>8.1f}",
               flush=True)
 
     for n in (int(x) for x in a.sessions.split(",")):
