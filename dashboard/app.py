@@ -629,10 +629,10 @@ class Dashboard(param.Parameterized):
         Bokeh's own ``Document.hold("collect")``: refresh() runs as a locked callback, so on
         ``unhold`` Bokeh queues one ``PATCH-DOC`` per event in the session's pending writes,
         written in order under the connection's write lock before the document lock is
-        released. :func:`dashboard.share.seal` then serializes them at once, the events
-        without binary buffers merged (a refresh makes about a dozen changes, and with many
-        sessions the per-message cost dominated the server's time). A leader's messages also
-        go to its followers (:func:`dashboard.share.broadcast`).
+        released. :func:`dashboard.share.seal` then serializes them at once as a few messages
+        with the arrays inline (a refresh makes about a dozen changes, and with many sessions
+        the per-frame cost dominated the server's time). A leader's messages also go to its
+        followers (:func:`dashboard.share.broadcast`).
         """
         doc = self._doc
         if doc is None or doc.session_context is None:

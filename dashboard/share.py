@@ -91,28 +91,26 @@ def pair_models(leader_roots, follower_roots) -> dict[str, tuple[object, object]
 
 
 class FrameMessage:
-    """A serialized Bokeh protocol message (its websocket frames: header, metadata, content), sent as Bokeh sends one.
+    """A serialized Bokeh protocol message without buffers: its three text frames (header, metadata, content).
 
     Stands in for ``bokeh.protocol.message.Message`` where Bokeh's server sends one
     (``ServerConnection.send_message`` and the session's pending writes): ``prepare`` does
     nothing, ``send`` writes the frames under the connection's write lock.
     """
 
-    def __init__(self, frames: list[tuple[str | bytes, bool]]):
-        self.frames = frames
+    def __init__(self, header: str, metadata: str, content: str):
+        self.frames = (header, metadata, content)
         self._parts: list[str] | None = None
 
     def with_ids(self, idmap: dict[str, str]) -> FrameMessage:
         """The same message with model ids replaced (in the content frame)."""
         if self._parts is None:  # [text, id, text, id, ..., text], split once for every follower
-            self._parts = _ID.split(self.frames[2][0])
+            self._parts = _ID.split(self.frames[2])
         parts = self._parts
         out = [parts[0]]
         for i in range(1, len(parts), 2):
             out += ['"id":"', idmap.get(parts[i], parts[i]), '"', parts[i + 1]]
-        frames = list(self.frames)
-        frames[2] = ("".join(out), False)
-        return FrameMessage(frames)
+        return FrameMessage(self.frames[0], self.frames[1], "".join(out))
 
     def prepare(self) -> None:
         pass
@@ -120,8 +118,8 @@ class FrameMessage:
     async def send(self, conn) -> int:
         sent = 0
         with await conn.write_lock.acquire():
-            for payload, binary in self.frames:
-                await conn.write_message(payload, binary=binary, locked=False)
+            for payload in self.frames:
+                await conn.write_message(payload, locked=False)
                 sent += len(payload)
         return sent
 
@@ -137,7 +135,7 @@ class _Prebuilt:
 
 
 def ids_of(message: FrameMessage) -> set[str]:
-    return set(_ID.findall(message.frames[2][0]))
+    return set(_ID.findall(message.frames[2]))
 
 
 @dataclass(eq=False)
@@ -303,7 +301,7 @@ def patch_message(doc, events) -> FrameMessage:
         content = PatchJson(events=serializer.encode(events))
         doc.models.flush_synced(lambda model: not serializer.has_ref(model))  # as patch_doc.create does
         msg = patch_doc(patch_doc.create_header(), {}, content)
-    return FrameMessage([(msg.header_json, False), (msg.metadata_json, False), (msg.content_json, False)])
+    return FrameMessage(msg.header_json, msg.metadata_json, msg.content_json)
 
 
 def _data_event(event) -> bool:

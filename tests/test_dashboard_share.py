@@ -41,7 +41,7 @@ async def _apply(fm: share.FrameMessage, doc: Document) -> None:
     """Feed a message's websocket frames to Bokeh's receiver (as BokehJS reads them) and apply it to ``doc``."""
     rx = Receiver(Protocol())
     msg = None
-    for payload, _binary in fm.frames:
+    for payload in fm.frames:
         msg = await rx.consume(payload)
     assert msg is not None and msg.msgtype == "PATCH-DOC"
     msg.apply_to_document(doc)
@@ -126,8 +126,8 @@ async def test_a_refresh_is_sealed_in_few_messages_serialized_at_once_in_event_o
     # in order, at most one change of column data per message, the array inline: 3 frames each, no binary buffer
     assert len(msgs) == 2 and len(pending) == 3 and pending[0] is earlier
     assert [p.protocol.create("PATCH-DOC", [p.event]) for p in pending[1:]] == msgs
-    assert all(binary is False for m in msgs for _, binary in m.frames) and [len(m.frames) for m in msgs] == [3, 3]
-    contents = [json.loads(m.frames[2][0]) for m in msgs]
+    assert all(isinstance(f, str) for m in msgs for f in m.frames) and [len(m.frames) for m in msgs] == [3, 3]
+    contents = [json.loads(m.frames[2]) for m in msgs]
     assert [[e["kind"] for e in c["events"]] for c in contents] == [
         ["ModelChanged", "ColumnDataChanged", "ModelChanged"], ["ColumnsPatched", "ModelChanged"]]
     array = contents[0]["events"][1]["data"]["entries"][0][1]
