@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from service.gcpause import GcFreezer, watch_pauses
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_RECORDING = HERE / "assets" / "recordings" / "BTCUSDT-trades-2020-02-22.00-12UTC.csv.gz"
 
@@ -75,8 +77,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--speed must be > 0")
     if args.num_procs < 1:
         p.error("--num-procs must be >= 1")
-    if args.gc_freeze_s and not (0.5 <= args.gc_freeze_s <= 600 and 10 <= args.gc_sweep_s <= 86_400):
-        p.error("--gc-freeze-s must be 0 or within 0.5-600, --gc-sweep-s within 10-86400")
+    (f0, f1), (s0, s1) = GcFreezer.param.freeze_s.bounds, GcFreezer.param.sweep_s.bounds
+    if args.gc_freeze_s and not (f0 <= args.gc_freeze_s <= f1 and s0 <= args.gc_sweep_s <= s1):
+        p.error(f"--gc-freeze-s must be 0 or within {f0:g}-{f1:g}, --gc-sweep-s within {s0:g}-{s1:g}")
     if args.no_ingest and not args.redis_url:
         p.error("--no-ingest needs --redis-url (or REDIS_URL): the Redis another process ingests into")
     kind, _, path = args.source.partition(":")
@@ -250,12 +253,8 @@ def main(argv=None) -> int:
     print(f"flowlens: {role} · http://{args.address}:{port}/ (pid {os.getpid()})", flush=True)
     server.io_loop.add_callback(rt.start)
     if args.gc_freeze_s:
-        from service.gcpause import GcFreezer
-
         server.io_loop.add_callback(GcFreezer(freeze_s=args.gc_freeze_s, sweep_s=args.gc_sweep_s).start)
     else:
-        from service.gcpause import watch_pauses
-
         watch_pauses()  # the pauses are still in /metrics
 
     async def warm():  # compile/load every computation once the first trades are in, off the first viewer's path
