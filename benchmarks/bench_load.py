@@ -161,25 +161,28 @@ async def announcements(redis_url: str, symbol: str, out: list, stopped, recordi
         await r.aclose()
 
 
-def trade_delays(batches: list[tuple[float, int]], sessions: list[list[tuple[float, int]]], end_ms: float):
-    """Delay (ms) of each announced batch in each session: first arrival showing its last trade id, minus
-    its announcement. Returns (delays, missed): a batch announced at least 1 s before ``end_ms`` that no
-    message of a session covered counts as missed in that session (its delay is longer than that)."""
-    delays, missed = [], 0
-    for seen in sessions:
+def delay_matrix(batches: list[tuple[float, int]], sessions: list[list[tuple[float, int]]], end_ms: float) -> np.ndarray:
+    """Delay (ms) of each announced batch in each session, shape (sessions, batches announced at least 1 s
+    before ``end_ms``), float64: the first arrival showing the batch's last trade id minus its announcement;
+    NaN where no message of the session covered it (missed: its delay is longer than the window)."""
+    counted = [(t, i) for t, i in batches if t <= end_ms - 1000]
+    out = np.full((len(sessions), len(counted)), np.nan)
+    for r, seen in enumerate(sessions):
         arr = np.array([a for a, _ in seen])
         ids = np.maximum.accumulate(np.array([i for _, i in seen])) if seen else np.array([], dtype=np.int64)
-        for t_pub, id1 in batches:
-            if t_pub > end_ms - 1000:
-                continue
+        for c, (t_pub, id1) in enumerate(counted):
             k = int(np.searchsorted(ids, id1))  # first message whose shown id reaches the batch's last id
             while k < len(arr) and arr[k] < t_pub:  # shown before announced: the clocks' order; take the next
                 k += 1
             if k < len(arr):
-                delays.append(arr[k] - t_pub)
-            else:
-                missed += 1
-    return delays, missed
+                out[r, c] = arr[k] - t_pub
+    return out
+
+
+def trade_delays(batches: list[tuple[float, int]], sessions: list[list[tuple[float, int]]], end_ms: float):
+    """:func:`delay_matrix` as (delays, missed): the shown delays (ms, session by session) and the count of missed."""
+    m = delay_matrix(batches, sessions, end_ms)
+    return m[np.isfinite(m)].tolist(), int(np.isnan(m).sum())
 
 
 def _procs(root: psutil.Process) -> list[psutil.Process]:
@@ -233,12 +236,13 @@ async def run_clients(url: str, n: int, seconds: float, srv: psutil.Process, ope
     errors = [r for r in res if isinstance(r, BaseException)]
     if errors:
         print(f"  {len(errors)} session(s) failed: {errors[0]!r}")
-    out["delays"], out["missed"] = trade_delays(batches, st.seen, end_ms)
-    slow = [(sum(d > 500 for d in trade_delays([b], st.seen, end_ms)[0]), b) for b in batches]
-    if any(k for k, _ in slow):  # a few batches late in many sessions at once (a stalled process) or spread out
-        top = sorted(slow, key=lambda x: x[0])[-3:]
+    m = delay_matrix(batches, st.seen, end_ms)
+    out["delays"], out["missed"] = m[np.isfinite(m)].tolist(), int(np.isnan(m).sum())
+    late = (m > 500).sum(axis=0)  # per batch: in how many sessions it was late (NaN compares False)
+    if late.any():  # a few batches late in many sessions at once (a stalled process) or spread out
+        top = np.argsort(late, kind="stable")[-3:]
         print("  batches late (> 500 ms) in the most sessions: "
-              + ", ".join(f"{k} sessions at +{(b[0] - batches[0][0]) / 1000:.1f} s" for k, b in top))
+              + ", ".join(f"{late[j]} sessions at +{(batches[j][0] - batches[0][0]) / 1000:.1f} s" for j in top))
     out["batches"] = len(batches)
     silent = sum(not seen for seen in st.seen)
     if silent:
