@@ -37,6 +37,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from browser import CHROMIUM_ARGS, JS_STATE, served  # noqa: E402
 
+from store.embedded import url_from_announcement  # noqa: E402
+
 MB = 2**20
 DRAIN = "() => (window.__flSeen || []).splice(0)"
 
@@ -95,7 +97,7 @@ def main(argv=None) -> int:
           f"{a.path} at 1920x1080, {a.minutes} min; load average {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} CPUs")
     with served("--speed", f"{a.speed:g}") as (base, proc, _):
         print(f"server: {' '.join(map(str, proc.args))}")
-        redis_url = next(line.split(" at ")[1].strip() for line in proc.output_lines if "embedded Valkey at" in line)
+        redis_url = next(filter(None, map(url_from_announcement, proc.output_lines)))
         srv = psutil.Process(proc.pid)
         batches: list[tuple[float, int]] = []
         stop = threading.Event()

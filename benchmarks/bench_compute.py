@@ -1,92 +1,53 @@
-"""Benchmarks of the order-flow engine (issue 3, "Benchmarks"), each against a baseline measured in the same run.
+"""Benchmarks of the order-flow engine (issue 16), each figure against its baseline in the same run.
 
 Run::
 
-    python -m benchmarks.bench_compute            # full run (~3 M trades), writes benchmarks/results/latest.md
-    python -m benchmarks.bench_compute --quick    # small smoke run (~280 k trades), writes nothing unless --out
+    python -m benchmarks.bench_compute             # full run (3.05 M trades) + scaling 1/3/10/30 M,
+                                                   # writes benchmarks/results/latest.md
+    python -m benchmarks.bench_compute --quick     # smoke run (~280 k trades, no scaling), writes nothing
+    python -m benchmarks.bench_compute --no-scaling
 
-Input: the bundled real recording (69,239 BTCUSDT trades over 12 h) repeated with
-shifted times to about 3 million trades over 24 h (see :mod:`benchmarks.data`).
+Input: the bundled real recording (69,239 BTCUSDT trades over 12 h) repeated with shifted
+times to 3.05 M trades over 24 h (:func:`benchmarks.data.build_day`; 30 M = ``layers=220``).
 
-Figures (median wall time of repeated runs on one thread; first calls, e.g. the
-datashader JIT compile, are warm-up and not counted):
+Every figure names the exact call it times; its baseline (the strongest plain alternative a
+user would write) runs in the same process, interleaved with it; both are CPU-time medians
+(:func:`benchmarks.timing.interleaved`). The targets are issue 16's:
 
-a. profile of the last 24 h from the incremental ProfileStore, against pandas
-   ``groupby`` and a plain numpy ``bincount`` over the raw trades of the same range;
-b. ingest into the store (trades per second);
-c. memory of the store holding those 24 h at tick 0.01;
-d. heat-map of 3 M trades on 1200 x 600 bins, against ``numpy.histogram2d``;
-e. footprint of 24 h of 1-minute candles, against a pandas ``groupby`` footprint.
+a. 24 h profile from the incremental store, ``ProfileStore.profile(start, end, row_size)``:
+   <= 0.3 ms and >= 1000x pandas doing the same work (filter the range, row index, groupby sums);
+b. ``volume_profile`` full recompute: >= 1.0x numpy ``bincount`` on the same trades;
+c. heat-map 1200 x 600, ``compute.heatmap.heatmap``: >= 0.9x datashader ``Canvas.points`` +
+   ``ds.sum``/``ds.count`` on a prebuilt DataFrame;
+d. (info) the in-memory ``ProfileStore.update`` rate (not the Redis ingest path: that is
+   ``benchmarks/bench_ingest.py``), the store's memory, the footprint against pandas;
+e. scaling at 1/3/10/30 M trades: volume_profile, numpy bincount, the store's 24 h profile and pandas.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import gc
-import os
-import platform
-import statistics
 import sys
-import time
 import tracemalloc
-from dataclasses import dataclass
 from pathlib import Path
 
-import datashader
+import datashader as ds
 import numpy as np
 import pandas as pd
 
 from benchmarks.data import DAY_MS, build_day
+from benchmarks.timing import RESULTS, Row, environment, interleaved, load_avg, render_md, render_text, table
 from compute.batch import TradeBatch
 from compute.footprint import footprint
 from compute.grid import auto_row_size, row_index, ticks_per_row
 from compute.heatmap import heatmap
+from compute.incremental import ProfileStore
 from compute.profile import volume_profile
 
-RESULTS = Path(__file__).resolve().parent / "results"
 TICK = 0.01
-
-
-@dataclass
-class Row:
-    """One line of the table."""
-
-    figure: str
-    value: float | None
-    unit: str
-    target: str
-    ok: bool | None
-    baseline: str = ""
-    baseline_value: float | None = None
-    ratio: str = ""
-    note: str = ""
-
-
-@dataclass
-class Timing:
-    """Median and minimum wall time and median CPU time (process) of repeated runs, in ms."""
-
-    median: float
-    min: float
-    cpu: float
-    result: object
-
-
-def timeit(fn, repeat: int, warmup: int = 1) -> Timing:
-    """Run ``fn`` ``warmup`` times, then ``repeat`` times; wall (perf_counter) and CPU (process_time) ms."""
-    out = None
-    for _ in range(warmup):
-        out = fn()
-    gc.collect()
-    wall, cpu = [], []
-    for _ in range(repeat):
-        c = time.process_time()
-        t = time.perf_counter()
-        out = fn()
-        wall.append((time.perf_counter() - t) * 1e3)
-        cpu.append((time.process_time() - c) * 1e3)
-    return Timing(statistics.median(wall), min(wall), statistics.median(cpu), out)
+#: Layers of build_day for the scaling table: ~1, 3, 10 and 30 M trades.
+SCALING_LAYERS = (7, 22, 73, 220)
 
 
 # -- baselines ------------------------------------------------------------------------------
@@ -131,108 +92,159 @@ def pandas_footprint(df: pd.DataFrame, tick: float, row_size: float, interval_ms
     return out
 
 
-# -- the store (compute/store.py, owned by the profile helper) -----------------------------
-def _store_class():
-    try:
-        from compute.store import ProfileStore
-    except ImportError:
-        return None
-    return ProfileStore
+def minute_batches(day: TradeBatch, ms: int = 60_000) -> list[TradeBatch]:
+    """The day cut into batches of ``ms`` of exchange time (what the ingest hands over when catching up)."""
+    edges = np.arange(int(day.time[0]) // ms * ms, int(day.time[-1]) + ms + 1, ms)
+    bounds = np.searchsorted(day.time, edges)
+    return [day.take(slice(a, b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
 
 
-def _deep_nbytes(obj, seen=None) -> int:
-    """Sum of ``nbytes`` of every numpy array reachable from ``obj`` (attributes, dicts, lists)."""
-    seen = set() if seen is None else seen
-    if id(obj) in seen:
-        return 0
-    seen.add(id(obj))
-    if isinstance(obj, np.ndarray):
-        return obj.nbytes if obj.base is None or id(obj.base) not in seen else 0
-    if isinstance(obj, dict):
-        return sum(_deep_nbytes(v, seen) for v in obj.values())
-    if isinstance(obj, list | tuple | set):
-        return sum(_deep_nbytes(v, seen) for v in obj)
-    total = 0
-    for name in getattr(obj, "__slots__", ()):
-        total += _deep_nbytes(getattr(obj, name, None), seen)
-    d = getattr(obj, "__dict__", None)
-    if d:
-        total += _deep_nbytes(d, seen)
-    return total
+def fill_store(batches: list[TradeBatch]) -> ProfileStore:
+    s = ProfileStore(TICK)
+    for b in batches:
+        s.update(b)
+    return s
 
 
-def bench_store(day: TradeBatch, df: pd.DataFrame, row_size: float, start: int, end: int, rep: int, quick: bool):
-    """Items a, b, c: ingest rate, memory and the 24 h profile from the store vs pandas and numpy."""
-    cls = _store_class()
-    if cls is None:
-        note = "compute/store.py (ProfileStore) not available in this tree"
-        return [
-            Row("a. 24 h profile from the store", None, "ms", "<= 5 ms, >= 50x pandas", None, note=note),
-            Row("b. ingest into the store", None, "M trades/s", ">= 2 M/s", None, note=note),
-            Row("c. store memory, 24 h at tick 0.01", None, "MB", "<= 150 MB", None, note=note),
-        ]
-    rows = []
-
-    def batches_of(ms: int) -> list[TradeBatch]:
-        edges = np.arange(int(day.time[0]) // ms * ms, int(day.time[-1]) + ms + 1, ms)
-        bounds = np.searchsorted(day.time, edges)
-        return [day.take(slice(a, b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
-
-    def ingest(batches):
-        s = cls(TICK)
-        for b in batches:
-            s.update(b)
-        return s
-
-    # b. ingest, one core, a fresh store per run: batches of one minute of exchange time (what the
-    #    ingest service hands over when it catches up), and of one second (live pace) for information.
-    minute = batches_of(60_000)
-    ing_rep = 2 if quick else 3
-    tm = timeit(lambda: ingest(minute), ing_rep, warmup=1)
-    store = tm.result
-    rate = len(day) / (tm.median / 1e3) / 1e6
-    rows.append(Row("b. ingest into the store", rate, "M trades/s", ">= 2 M/s", rate >= 2.0,
-                    note=f"{len(minute):,} batches of 1 min (~{len(day) // len(minute):,} trades); median of "
-                         f"{ing_rep} full-day runs, {tm.median:.0f} ms each (CPU {tm.cpu:.0f} ms)"))
-    second = batches_of(1_000)
-    ts = timeit(lambda: ingest(second), 1, warmup=0)
-    rate_s = len(day) / (ts.median / 1e3) / 1e6
-    rows.append(Row("b. (same) in 1-second batches", rate_s, "M trades/s", "(info)", None,
-                    note=f"{len(second):,} batches of 1 s (~{len(day) // len(second):,} trades), live pace; "
-                         f"one full-day run, {ts.median:.0f} ms"))
-
-    # c. memory: what the store keeps after ingesting the day (tracemalloc, after the ingest's temporaries are freed)
+def bench_store(day, df, row_size, start, end, rep) -> list[Row]:
+    """a and d: the store's 24 h profile against pandas (and numpy), its update rate and memory."""
+    minute = minute_batches(day)
+    t = interleaved({"update": lambda: fill_store(minute)}, 3, warmup=1)["update"]
+    store = t["result"]
+    rate = len(day) / (t["cpu"] / 1e3) / 1e6
+    rows = [Row("d. in-memory store update, 1-min batches", "ProfileStore.update per 1-min batch, fresh store "
+                "(in memory, not Redis)", rate, "M trades/s",
+                notes=[f"{len(minute):,} batches (~{len(day) // len(minute):,} trades); CPU {t['cpu']:.0f} ms a day"])]
     gc.collect()
     tracemalloc.start()
-    s = ingest(minute)
+    s2 = fill_store(minute)
     gc.collect()
-    traced, _peak = tracemalloc.get_traced_memory()
+    traced = tracemalloc.get_traced_memory()[0] / 2**20
     tracemalloc.stop()
-    nbytes = s.nbytes if hasattr(s, "nbytes") else _deep_nbytes(s)
-    del s
-    mb = traced / 2**20
-    rows.append(Row("c. store memory, 24 h at tick 0.01", mb, "MB", "<= 150 MB", mb <= 150,
-                    note=f"tracemalloc of everything the store keeps after the day's ingest; its own nbytes (numpy "
-                         f"arrays): {nbytes / 2**20:.1f} MB; {len(day):,} trades"))
-
-    # a. the profile of the last 24 h
-    t_s = timeit(lambda: store.profile(start, end, row_size), rep * 2, warmup=2)
-    t_p = timeit(lambda: pandas_profile(df, start, end, TICK, row_size), max(3, rep // 3))
-    t_n = timeit(lambda: numpy_profile(day, start, end, TICK, row_size), rep)
-    prof, ref = t_s.result, t_p.result
-    same = bool(np.array_equal(prof.volume_int, volume_profile(day, TICK, row_size, start=start, end=end).volume_int))
-    close = abs(float(prof.total_volume) - float(ref["volume"].sum())) <= 1e-9 * float(ref["volume"].sum())
-    ratio_p, ratio_n = t_p.median / t_s.median, t_n.median / t_s.median
+    s2.profile(start, end, row_size)  # the prefix sums are built by the first long query: count them
+    rows.append(Row("d. in-memory store memory, 24 h at tick 0.01", "tracemalloc after ingest; nbytes incl. "
+                    "prefix sums", traced, "MB", notes=[f"nbytes after a 24 h query: {s2.nbytes / 2**20:.1f} MB"]))
+    del s2
+    r = interleaved({
+        "store": lambda: store.profile(start, end, row_size),
+        "pandas": lambda: pandas_profile(df, start, end, TICK, row_size),
+        "numpy": lambda: numpy_profile(day, start, end, TICK, row_size),
+    }, rep, warmup=2)
+    prof, ref = r["store"]["result"], r["pandas"]["result"]
+    same = prof.to_dict() == volume_profile(day, TICK, row_size, start=start, end=end).to_dict()
+    agree = abs(prof.total_volume - float(ref["volume"].sum())) <= 1e-9 * float(ref["volume"].sum())
+    v, p, n = r["store"]["cpu"], r["pandas"]["cpu"], r["numpy"]["cpu"]
     rows.insert(0, Row(
-        "a. 24 h profile from the store", t_s.median, "ms", "<= 5 ms, >= 50x pandas",
-        t_s.median <= 5.0 and ratio_p >= 50, "pandas groupby", t_p.median, f"{ratio_p:.0f}x",
-        note=f"min {t_s.min:.2f} ms, CPU {t_s.cpu:.2f} ms; {prof.rows} rows of {row_size:g} over "
-             f"{prof.trades:,} trades; identical to volume_profile on the raw trades: {same}; "
-             f"pandas totals agree: {close}",
-    ))
-    rows.insert(1, Row("a. (same) vs numpy bincount", t_s.median, "ms", "(info)", None, "numpy bincount",
-                       t_n.median, f"{ratio_n:.0f}x", note="plain bincount over the raw trades of the same range"))
+        "a. 24 h profile from the store", "ProfileStore.profile(start, end, row_size) (kind volume, POC/VA/pct)",
+        v, "ms", "pandas: filter range + row + groupby sums", p, p / v, "<= 0.3 ms, >= 1000x",
+        v <= 0.3 and p / v >= 1000,
+        notes=[f"{prof.rows} rows of {row_size:g} over {prof.trades:,} trades; min {r['store']['min']:.3f} ms; "
+               f"identical to volume_profile on the raw trades: {same}; pandas totals agree: {agree}"]))
+    rows.insert(1, Row("a. (same) vs numpy bincount", "as above", v, "ms", "numpy: slice + row + 3 bincounts", n,
+                       n / v))
+    hot = interleaved({"store": lambda: store.profile(start, end, row_size)}, rep * 4, warmup=2)["store"]["cpu"]
+    rows.insert(2, Row("a. (same), back to back (hot caches)", "as above, nothing run in between", hot, "ms",
+                       "pandas (as above, interleaved)", p, p / hot,
+                       notes=["the interleaved figure above is the one for the target: pandas evicts the caches"]))
     return rows
+
+
+def bench_profile(day, row_size, rep) -> list[Row]:
+    """b: volume_profile over every trade against numpy bincount on the same trades."""
+    start, end = int(day.time[0]), int(day.time[-1]) + 1
+    r = interleaved({
+        "vp": lambda: volume_profile(day, TICK, row_size),
+        "bincount": lambda: numpy_profile(day, start, end, TICK, row_size),
+    }, rep, warmup=2)
+    v, b = r["vp"]["cpu"], r["bincount"]["cpu"]
+    vol = r["bincount"]["result"][0]
+    agree = np.allclose(r["vp"]["result"].volume, vol, rtol=1e-12)
+    return [Row("b. volume_profile full recompute", "compute.profile.volume_profile(day, tick, row_size)", v, "ms",
+                "numpy: slice + row + 3 bincounts", b, b / v, ">= 1.0x", b / v >= 1.0,
+                notes=[f"{len(day):,} trades; min {r['vp']['min']:.1f} ms; rows agree with bincount: {agree}"])]
+
+
+def bench_heatmap(day, rep) -> list[Row]:
+    """c: the heat-map against raw datashader on a prebuilt frame, per aggregation."""
+    t0, t1 = int(day.time[0]), int(day.time[-1])
+    lo, hi = float(day.price.min()), float(day.price.max())
+    cv = ds.Canvas(plot_width=1200, plot_height=600, x_range=(t0, t1), y_range=(lo, hi))
+    frames = {
+        "volume": pd.DataFrame({"time": day.time, "price": day.price, "qty": day.qty}),
+        "delta": pd.DataFrame({"time": day.time, "price": day.price,
+                               "qty": np.where(day.is_buyer_maker, -day.qty, day.qty)}),
+        "count": pd.DataFrame({"time": day.time, "price": day.price}),
+    }
+    rows = []
+    for agg, frame in frames.items():
+        red = ds.count() if agg == "count" else ds.sum("qty")
+        r = interleaved({
+            "product": lambda agg=agg: heatmap(day, t0, t1, lo, hi, 1200, 600, agg=agg),
+            "raw": lambda frame=frame, red=red: cv.points(frame, "time", "price", agg=red),
+        }, rep, warmup=2)
+        v, b = r["product"]["cpu"], r["raw"]["cpu"]
+        same = np.allclose(np.nan_to_num(r["product"]["result"].values), np.nan_to_num(r["raw"]["result"].values),
+                           rtol=1e-12, atol=1e-9)
+        main = agg == "volume"
+        rows.append(Row(f"c. heat-map 1200 x 600, {agg}", f"compute.heatmap.heatmap(day, ..., agg={agg!r})", v,
+                        "ms", f"datashader Canvas.points + {'ds.count' if agg == 'count' else 'ds.sum'} on a "
+                        "prebuilt frame", b, b / v, ">= 0.9x" if main else "(info)", (b / v >= 0.9) if main else None,
+                        notes=[f"{len(day):,} trades; same grid values: {same}"]))
+    return rows
+
+
+def bench_footprint(day, df, start, end, rep) -> list[Row]:
+    """d: the footprint of 24 h of 1-minute candles against a pandas groupby footprint (info)."""
+    d24 = df[(df["time"] >= start) & (df["time"] < end)]
+    r = interleaved({
+        "fp": lambda: footprint(day, TICK, 1.0, start=start, end=end),
+        "pandas": lambda: pandas_footprint(d24, TICK, 1.0, 60_000),
+    }, max(3, rep // 3), warmup=1)
+    v, b = r["fp"]["cpu"], r["pandas"]["cpu"]
+    fp = r["fp"]["result"]
+    return [Row("d. footprint, 24 h of 1-min candles", "compute.footprint.footprint(day, tick, 1.0, start, end)", v,
+                "ms", "pandas groupby (candle, row, side) sums only", b, b / v,
+                notes=[f"{fp.summary['trades']:,} trades, {len(fp.cells):,} cells; imbalances, zones, POC, CVD "
+                       "included in flowlens, not in pandas"])]
+
+
+def _scale_one(n_layers: int, rep: int) -> tuple[list[str], str]:
+    """One line of the scaling table (see :func:`scaling`)."""
+    day, _ = build_day(layers=n_layers)
+    t0, end = int(day.time[0]), int(day.time[-1]) + 1
+    start = end - DAY_MS
+    rs = auto_row_size(float(day.price.min()), float(day.price.max()), TICK, 120)
+    b = interleaved({
+        "vp": lambda: volume_profile(day, TICK, rs),
+        "bincount": lambda: numpy_profile(day, t0, end, TICK, rs),
+    }, max(3, rep // 3), warmup=1)
+    t = interleaved({"build": lambda: fill_store(minute_batches(day))}, 1, warmup=0)["build"]
+    store = t["result"]
+    df = day.to_frame()[["time", "price", "qty", "is_buyer_maker"]]
+    s = interleaved({
+        "store": lambda: store.profile(start, end, rs),
+        "pandas": lambda: pandas_profile(df, start, end, TICK, rs),
+    }, 3, warmup=1)
+    sp = interleaved({"store": lambda: store.profile(start, end, rs)}, rep * 4, warmup=2)["store"]["cpu"]
+    same = store.profile(start, end, rs).to_dict() == volume_profile(day, TICK, rs, start=start, end=end).to_dict()
+    line = [f"{len(day) / 1e6:.2f} M", f"{b['vp']['cpu']:,.1f} ms", f"{b['bincount']['cpu']:,.1f} ms",
+            f"{b['bincount']['cpu'] / b['vp']['cpu']:.2f}x", f"{sp:.3f} ms", f"{s['pandas']['cpu']:,.0f} ms",
+            f"{s['pandas']['cpu'] / sp:,.0f}x", f"{t['cpu']:,.0f} ms"]
+    return line, (f"{len(day):,} trades: build_day(layers={n_layers}), row size {rs:g}, store == volume_profile: "
+                  f"{same}; load avg {load_avg()}")
+
+
+def scaling(rep: int, layers=SCALING_LAYERS) -> tuple[list[list[str]], list[str]]:
+    """e: volume_profile, bincount, the store's 24 h profile and pandas at ~1/3/10/30 M trades."""
+    body = [["trades", "volume_profile", "numpy bincount", "ratio", "store 24 h profile (back to back)",
+             "pandas same work", "ratio", "store build (1-min batches)"]]
+    notes = []
+    for n_layers in layers:
+        line, note = _scale_one(n_layers, rep)
+        body.append(line)
+        notes.append(note)
+        gc.collect()
+    return body, notes
 
 
 # -- main -----------------------------------------------------------------------------------
@@ -243,120 +255,48 @@ def run(quick: bool) -> tuple[list[Row], str, dict]:
     df = day.to_frame()
     end = int(day.time[-1]) + 1
     start = end - DAY_MS
-    lo, hi = float(day.price.min()), float(day.price.max())
-    prof_row = auto_row_size(lo, hi, TICK, 120)
-    fp_row = 1.0
-    info = {"trades": len(day), "profile_row_size": prof_row, "footprint_row_size": fp_row}
-    rows: list[Row] = []
-
-    rows += bench_store(day, df, prof_row, start, end, rep, quick)
-
-    # d. heat-map 1200 x 600 of every trade of the day
-    t0, t1 = int(day.time[0]), int(day.time[-1])
-    t_h = timeit(lambda: heatmap(day, t0, t1, lo, hi, 1200, 600, agg="volume"), rep, warmup=2)
-    t_b = timeit(
-        lambda: np.histogram2d(day.time, day.price, bins=(1200, 600), range=((t0, t1), (lo, hi)), weights=day.qty),
-        max(3, rep // 3),
-    )
-    hsum, bsum = float(np.nansum(t_h.result.values)), float(t_b.result[0].sum())
-    agree = abs(hsum - bsum) <= 1e-9 * bsum
-    rows.append(Row("d. heat-map 1200 x 600", t_h.median, "ms", "<= 150 ms", t_h.median <= 150, "numpy histogram2d",
-                    t_b.median, f"{t_b.median / t_h.median:.1f}x",
-                    note=f"{len(day):,} trades; min {t_h.min:.1f} ms, CPU {t_h.cpu:.1f} ms; totals agree: {agree}"))
-
-    # e. footprint of the last 24 h in 1-minute candles
-    t_f = timeit(lambda: footprint(day, TICK, fp_row, start=start, end=end), rep, warmup=1)
-    d24 = df[(df["time"] >= start) & (df["time"] < end)]
-    t_g = timeit(lambda: pandas_footprint(d24, TICK, fp_row, 60_000), max(3, rep // 3))
-    fp = t_f.result
-    agree = abs(fp.summary["total_volume"] - float(d24["qty"].sum())) <= 1e-9 * float(d24["qty"].sum())
-    rows.append(Row(
-        "e. footprint, 24 h of 1-min candles", t_f.median, "ms", "<= 50 ms", t_f.median <= 50, "pandas groupby",
-        t_g.median, f"{t_g.median / t_f.median:.1f}x",
-        note=f"{fp.summary['trades']:,} trades, {fp.summary['candle_count']} candles, {len(fp.cells):,} cells of "
-             f"{fp_row:g} (imbalances, stacked zones, POC, CVD included; the pandas baseline only sums bid/ask/"
-             f"count per cell); min {t_f.min:.1f} ms, CPU {t_f.cpu:.1f} ms; totals agree: {agree}",
-    ))
-    return rows, desc, info
-
-
-def fmt(v: float | None, unit: str) -> str:
-    if v is None:
-        return "n/a"
-    if unit == "ms":
-        return f"{v:.2f} ms" if v < 10 else f"{v:.1f} ms"
-    if unit == "MB":
-        return f"{v:.1f} MB"
-    return f"{v:.2f} {unit}"
-
-
-def table(rows: list[Row]) -> list[list[str]]:
-    head = ["figure", "measured", "target", "baseline", "baseline figure", "ratio", "result"]
-    body = [head]
-    for r in rows:
-        res = "PASS" if r.ok else ("MISS" if r.ok is False else ("n/a" if r.value is None else "-"))
-        body.append([r.figure, fmt(r.value, r.unit), r.target, r.baseline or "-",
-                     fmt(r.baseline_value, r.unit) if r.baseline_value is not None else "-", r.ratio or "-", res])
-    return body
-
-
-def render_text(body: list[list[str]]) -> str:
-    w = [max(len(row[i]) for row in body) for i in range(len(body[0]))]
-    lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(row)) for row in body]
-    lines.insert(1, "  ".join("-" * x for x in w))
-    return "\n".join(lines)
-
-
-def render_md(body: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(body[0]) + " |", "|" + "|".join("---" for _ in body[0]) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in body[1:]]
-    return "\n".join(lines)
-
-
-def environment() -> str:
-    try:
-        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        load = "n/a"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}; {cpu}, {os.cpu_count()} cores, load avg {load}; "
-            f"Python {platform.python_version()}, numpy {np.__version__}, pandas {pd.__version__}, "
-            f"datashader {datashader.__version__}")
+    prof_row = auto_row_size(float(day.price.min()), float(day.price.max()), TICK, 120)
+    rows = bench_store(day, df, prof_row, start, end, rep)
+    rows += bench_profile(day, prof_row, rep)
+    rows += bench_heatmap(day, rep)
+    rows += bench_footprint(day, df, start, end, rep)
+    return rows, desc, {"trades": len(day), "profile_row_size": prof_row}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_compute", description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small smoke run (2 layers, ~280 k trades)")
+    ap.add_argument("--quick", action="store_true", help="small smoke run (2 layers, ~280 k trades, no scaling)")
+    ap.add_argument("--no-scaling", action="store_true", help="skip the 1/3/10/30 M scaling table")
     ap.add_argument("--out", type=Path, default=None,
-                    help="markdown file for the table (default: benchmarks/results/latest.md on a full run)")
+                    help="markdown file for the tables (default: benchmarks/results/latest.md on a full run)")
     args = ap.parse_args(argv)
-    env_before = environment()
+    env_before = environment(f"numpy {np.__version__}, pandas {pd.__version__}, datashader {ds.__version__}")
     rows, desc, info = run(args.quick)
     body = table(rows)
-    notes = [f"- {r.figure}: {r.note}" for r in rows if r.note]
+    notes = [f"- {r.figure}: {'; '.join(r.notes)}" for r in rows if r.notes]
     header = (f"flowlens compute benchmarks{' (QUICK smoke run: targets are for the full run)' if args.quick else ''}\n"
-              f"Input: {desc}.\nRow size: profile {info['profile_row_size']:g} (auto, ~120 rows), footprint "
-              f"{info['footprint_row_size']:g}; tick {TICK}.\nEnvironment: {env_before}.")
-    print(header)
-    print()
-    print(render_text(body))
-    print()
-    print("\n".join(notes))
+              f"Input: {desc}.\nProfile row size {info['profile_row_size']:g} (auto, ~120 rows), tick {TICK}. "
+              f"Times are CPU-time medians of interleaved runs (figure and baseline alternate).\n"
+              f"Environment at start: {env_before}.")
+    print(header, render_text(body), "\n".join(notes), sep="\n\n", flush=True)
+    scale_md = ""
+    if not (args.quick or args.no_scaling):
+        sbody, snotes = scaling(15)
+        print("\nScaling (CPU-time medians; the store profile is the last 24 h, timed back to back, i.e. hot caches; "
+              "pandas does the same work):")
+        print(render_text(sbody), "\n".join(snotes), sep="\n")
+        scale_md = ("\n\n## Scaling, 1 / 3 / 10 / 30 M trades\n\n" + render_md(sbody) + "\n\n"
+                    + "\n".join(f"- {n}" for n in snotes) + "\n")
+    env_after = f"load avg at the end {load_avg()} (1/5/15 min)"
+    print(env_after)
     out = args.out if args.out is not None else (None if args.quick else RESULTS / "latest.md")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(
-            "# flowlens compute benchmarks\n\nCommand: `python -m benchmarks.bench_compute"
-            f"{' --quick' if args.quick else ''}`\n\n" + header.replace("\n", "  \n") + "\n\n" + render_md(body)
-            + "\n\nNotes:\n\n" + "\n".join(notes) + "\n"
-        )
+        cmd = "python -m benchmarks.bench_compute" + (" --quick" if args.quick else "") + (
+            " --no-scaling" if args.no_scaling else "")
+        out.write_text(f"# flowlens compute benchmarks\n\nCommand: `{cmd}`\n\n" + header.replace("\n", "  \n")
+                       + f"  \n{env_after}.\n\n" + render_md(body) + "\n\nNotes:\n\n" + "\n".join(notes) + "\n"
+                       + scale_md)
         print(f"\nwritten to {out}")
     return 0
 

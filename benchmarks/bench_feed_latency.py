@@ -2,11 +2,11 @@
 
     python -m benchmarks.bench_feed_latency [--seconds 30] [--speed 1]
 
-The local Binance server (feeds.localbinance) plays the real 2024-08-08 USD-M BTCUSDT recording
+The local Binance server (feeds.emulator) plays the real 2024-08-08 USD-M BTCUSDT recording
 (re-encoded as aggTrade frames) at ``--speed`` x real time. The real client (feeds.binance_ws, via
 service.live.LiveSource) decodes the frames, the ingest service batches them and appends them to a real
 Valkey server. Each frame's arrival is stamped by the client's ``on_frame`` hook; each batch's
-acknowledgement by Redis is stamped when its MULTI/EXEC returns. The delay of a trade is the second stamp
+acknowledgement by Redis is stamped when its write (one script) returns. The delay of a trade is the second stamp
 minus the first (same process, same monotonic clock). The baseline row is the same measurement with the
 ingest service writing to a no-op store (client + decode + batching only), so the Redis share is visible.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from feeds.localbinance import LocalBinance
+from feeds.emulator import LocalBinance
 from service.live import LiveSource
 from store.embedded import start_embedded
 from store.ingest import IngestService
@@ -44,12 +44,13 @@ class StampingStore(RedisStore):
         if self.r is not None:
             await super().register_symbol(symbol)
 
-    async def append(self, batch, candles, meta=None, interval_ms=60_000):
+    async def append_many(self, batches, candles=None, meta=None, interval_ms=60_000):
         if self.r is not None:
-            await super().append(batch, candles, meta, interval_ms)
+            await super().append_many(batches, candles, meta, interval_ms)
         now = time.perf_counter()
-        for i in batch.trade_id.tolist():
-            self.acks[i] = now
+        for batch in batches:
+            for i in batch.trade_id.tolist():
+                self.acks[i] = now
 
     async def append_liquidations(self, symbol, df):
         return 0 if self.r is None else await super().append_liquidations(symbol, df)
@@ -98,7 +99,7 @@ def main(argv=None) -> int:
               f"{a.seconds:g} s per row")
         print(f"{'path':<34} | {'trades':>7} | {'p50 ms':>7} | {'p90 ms':>7} | {'p99 ms':>7} | {'max ms':>7}")
         rows = {}
-        for name, u in (("client+decode+batching (no Redis)", None), ("... + Valkey MULTI/EXEC", url)):
+        for name, u in (("client+decode+batching (no Redis)", None), ("... + Valkey write", url)):
             d = asyncio.run(run(a.seconds, a.speed, u))
             rows[name] = d
             print(f"{name:<34} | {len(d):>7} | {np.percentile(d, 50):>7.2f} | {np.percentile(d, 90):>7.2f} | "

@@ -8,8 +8,8 @@ the Bokeh protocol (the page's session token, ``PULL-DOC-REQ``, then every ``PAT
 plus ``--browsers`` real Chromium pages, waits until every session holds its document, and then measures
 the steady state for ``--seconds``:
 
-* the delay of each trade batch in each session: from the ingest's announcement of the batch (its pub/sub
-  message, sent in the transaction that writes it; the bench notes its arrival) to the first message in
+* the delay of each trade batch in each session: from the batch's arrival on the trade stream (the bench
+  tails it with ``XREAD BLOCK``, as the views do, and notes the arrival) to the first message in
   which the session's status bar shows a last trade id (``data-last-id``) at or past the batch's last id:
   p50 and p99 over all (batch, session) pairs ("samples"); a batch not shown within the window is "missed";
 * server CPU (% of one core, serve.py and its --num-procs workers) and resident memory per session
@@ -47,6 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from browser import launch, served  # noqa: E402
+
+from store.embedded import url_from_announcement  # noqa: E402
 
 LAST_ID = re.compile(rb'data-last-id=(?:\\*"|&quot;)(\d+)')  # escaped once or twice inside Panel's HTML model
 TOKEN = re.compile(r'"token":\s*"([^"]+)"')
@@ -138,26 +140,28 @@ async def session(http: aiohttp.ClientSession, url: str, st: Clients, sem: async
 
 
 async def announcements(redis_url: str, symbol: str, out: list, stopped, recording=lambda: True) -> None:
-    """Note (wall ms, last trade id) of every batch the ingest announces on the symbol's pub/sub channel.
+    """Note (wall ms, last trade id) of every batch the ingest writes to the symbol's trade stream.
 
-    The ingest publishes in the same MULTI/EXEC that writes the batch: this is the trade's
-    time stamp at ingest (to the bench's clock, the same host's). Runs until ``stopped()``
-    is true; notes only while ``recording()`` is true (both called without arguments).
+    Tails the stream with ``XREAD BLOCK`` (the way the views read it) and stamps each entry when it
+    arrives: the trade's time at ingest to the bench's clock (same host, loopback; the read adds
+    well under a millisecond). Runs until ``stopped()`` is true; notes only while ``recording()``
+    is true (both called without arguments).
     """
     import redis.asyncio as aioredis
 
     from store import keys
 
     r = aioredis.from_url(redis_url)
-    ps = r.pubsub()
-    await ps.subscribe(keys.updated(symbol))
+    stream, last = keys.trades("usdm", symbol), "$"  # serve.py's default --market
     try:
         while not stopped():
-            m = await ps.get_message(ignore_subscribe_messages=True, timeout=0.5)
-            if m and recording():
-                out.append((time.time() * 1000, int(m["data"])))
+            got = await r.xread({stream: last}, block=500)
+            for _, entries in got or ():
+                for entry_id, fields in entries:
+                    last = entry_id
+                    if recording():
+                        out.append((time.time() * 1000, int(fields[b"id1"])))
     finally:
-        await ps.aclose()
         await r.aclose()
 
 
@@ -256,7 +260,7 @@ def measure(n: int, seconds: float, browsers: int, speed: float, chromium: str, 
 
     args = ["--speed", f"{speed:g}", "--update-ms", "250", *serve_args] + (["--num-procs", str(procs)] if procs > 1 else [])
     with served(*args) as (base, proc, _):
-        redis_url = next(line.split(" at ")[1].strip() for line in proc.output_lines if "embedded Valkey at" in line)
+        redis_url = next(filter(None, map(url_from_announcement, proc.output_lines)))
         srv = psutil.Process(proc.pid)
         time.sleep(3)
         rss0 = sum(p.memory_info().rss for p in _procs(srv))

@@ -26,13 +26,14 @@ from browser import JS_STATE, launch, served  # noqa: E402
 
 from feeds.readers import read_trades  # noqa: E402
 from store import keys  # noqa: E402
+from store.embedded import url_from_announcement  # noqa: E402
 
 RECORDING = ROOT / "assets/recordings/BTCUSDT-trades-2020-02-22.00-12UTC.csv.gz"
 
 
 def _meta(url: str) -> dict:
     with redis.Redis.from_url(url, decode_responses=True) as r:
-        return r.hgetall(keys.meta("BTCUSDT"))
+        return r.hgetall(keys.meta("usdm", "BTCUSDT"))  # serve.py's default --market
 
 
 def measure(speed: float, seconds: float, chromium: str, default_command: bool = False) -> dict:
@@ -42,7 +43,7 @@ def measure(speed: float, seconds: float, chromium: str, default_command: bool =
     native_rate = len(rec) / ((rec.time[-1] - rec.time[0]) / 1000)
     args = ("--source", "live") if default_command else ("--speed", f"{speed:g}")  # live: Binance unreachable -> replay
     with served(*args) as (url, proc, t0):
-        redis_url = next(line.split(" at ")[1].strip() for line in proc.output_lines if "embedded Valkey at" in line)
+        redis_url = next(filter(None, map(url_from_announcement, proc.output_lines)))
         with sync_playwright() as pw:
             browser = launch(pw, chromium)
             page = browser.new_page(viewport={"width": 1440, "height": 900})

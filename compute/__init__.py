@@ -11,10 +11,15 @@ summary values and ``to_dict()``; times UTC ms, prices quote currency, qty base 
 * :func:`compute.split.split_profile` — ``kind="split"`` (first half vs second half);
 * :func:`compute.levels.percentile_levels` / :func:`compute.levels.developing_levels`.
 
-:class:`compute.store.ProfileStore` answers all of them incrementally, identical to the
+:class:`compute.incremental.ProfileStore` answers all of them incrementally, identical to the
 functions on the raw trades of the range. :mod:`compute.candles` builds OHLCV candles
 (one pass or :class:`~compute.candles.CandleAccumulator`). :mod:`compute.result` holds
 :class:`~compute.result.ProfileResult` and the POC / value-area helpers.
 
-Command line: ``python -m compute profile FILE --tick T --row-size R [--kind ...]``.
+Alert rules (issue 18): :mod:`compute.alerts` — :func:`~compute.alerts.parse_rule` (strict JSON rules, see
+:mod:`compute.alert_rules`), :func:`~compute.alerts.evaluate` (a rule's firings after a trade id, the one engine of
+the server, CLI and notebooks), :func:`~compute.alerts.evaluate_many` and :func:`~compute.alerts.backtest`.
+
+Command line: ``python -m compute profile FILE --tick T --row-size R [--kind ...]``; ``python -m compute alerts FILE
+--rule JSON``.
 """

@@ -8,6 +8,9 @@ Units follow Binance: prices in quote currency, quantities in base asset (in
 contracts for COIN-M), times in UTC milliseconds since the epoch.
 ``is_buyer_maker`` true means the buyer was the resting order, i.e. the taker
 **sold** (Binance aggTrade field ``m``).
+
+A :class:`LiquidationBatch` carries one symbol's liquidations (``forceOrder``) on the same
+path as its trades (:mod:`feeds.source`).
 """
 
 from __future__ import annotations
@@ -177,3 +180,43 @@ class TradeBatch:
     def sell_qty(self) -> np.ndarray:
         """Taker-sell quantity per trade (0 for taker buys), shape (N,), float64."""
         return np.where(self.is_buyer_maker, self.qty, 0.0)
+
+
+@dataclass(frozen=True, eq=False)
+class LiquidationBatch:
+    """Liquidations (Binance ``forceOrder`` snapshots) of one symbol, carried in-band beside its trades.
+
+    Attributes
+    ----------
+    symbol : str
+        Upper-case exchange symbol.
+    frame : pandas.DataFrame
+        One row per liquidation, columns :data:`feeds.decode.LIQUIDATION_COLUMNS` (or a
+        subset): ``symbol``, ``side`` (``"SELL"``: a long was liquidated), ``order_type``,
+        ``time_in_force``, ``status`` (str); ``price``, ``avg_price`` (quote currency),
+        ``orig_qty``, ``filled_qty``, ``last_filled_qty`` (base asset; contracts on
+        COIN-M) float64; ``time`` (trade time ``T``) and ``event_time`` (``E``) int64
+        UTC ms. Rows of this symbol only, in time order.
+    """
+
+    symbol: str
+    frame: pd.DataFrame
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame, symbol: str) -> LiquidationBatch:
+        """The rows of ``frame`` whose ``symbol`` is ``symbol`` (any case), as a batch (maybe empty)."""
+        sym = symbol.upper()
+        if len(frame) and "symbol" in frame:
+            frame = frame[frame["symbol"].astype(str).str.upper() == sym]
+        return cls(sym, frame)
+
+    def shifted(self, ms: int) -> LiquidationBatch:
+        """A copy with ``time`` and ``event_time`` moved by ``ms`` (a replay's loop shift)."""
+        df = self.frame.copy()
+        for col in ("time", "event_time"):
+            if col in df:
+                df[col] += ms
+        return LiquidationBatch(self.symbol, df)

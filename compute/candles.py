@@ -15,14 +15,49 @@ import pandas as pd
 
 from .result import as_batch
 
+#: The candle schema: one record of a candle (the packed layout in Redis, the DataFrame columns and dtypes).
+CANDLE_DTYPE = np.dtype(
+    [
+        ("time", "<i8"), ("open", "<f8"), ("high", "<f8"), ("low", "<f8"), ("close", "<f8"),
+        ("volume", "<f8"), ("buy_volume", "<f8"), ("sell_volume", "<f8"), ("trades", "<i8"),
+    ]
+)
 #: Columns of every candle DataFrame, in order.
-CANDLE_COLUMNS = ("time", "open", "high", "low", "close", "volume", "buy_volume", "sell_volume", "trades")
+CANDLE_COLUMNS = tuple(CANDLE_DTYPE.names)
+
+#: Candle intervals by name (ms), the ones the REST API and the page offer.
+INTERVALS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000, "1h": 3_600_000,
+             "4h": 14_400_000, "1d": 86_400_000}
 
 
 def _empty() -> pd.DataFrame:
-    return pd.DataFrame(
-        {c: np.empty(0, np.int64 if c in ("time", "trades") else np.float64) for c in CANDLE_COLUMNS}
-    )
+    return pd.DataFrame({c: np.empty(0, CANDLE_DTYPE[c]) for c in CANDLE_COLUMNS})
+
+
+def resample(df: pd.DataFrame, interval_ms: int) -> pd.DataFrame:
+    """Aggregate candles into ``interval_ms`` candles aligned to the epoch (UTC).
+
+    ``df`` has :data:`CANDLE_COLUMNS` sorted by ``time`` (candle open, UTC ms) at an interval
+    that divides ``interval_ms``. Open = first open, close = last close, high/low = max/min,
+    volumes (base asset) and trade counts summed. Returns ``df`` itself when ``interval_ms``
+    is at most one minute or ``df`` is empty.
+    """
+    if interval_ms <= 60_000 or not len(df):
+        return df
+    t = df["time"].to_numpy()
+    key = t // interval_ms
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    ends = np.r_[starts[1:], len(t)] - 1
+    out = {
+        "time": key[starts] * interval_ms,
+        "open": df["open"].to_numpy()[starts],
+        "high": np.maximum.reduceat(df["high"].to_numpy(), starts),
+        "low": np.minimum.reduceat(df["low"].to_numpy(), starts),
+        "close": df["close"].to_numpy()[ends],
+    }
+    for c in ("volume", "buy_volume", "sell_volume", "trades"):
+        out[c] = np.add.reduceat(df[c].to_numpy(), starts)
+    return pd.DataFrame(out)
 
 
 def _check_interval(interval_ms) -> int:
@@ -43,8 +78,9 @@ def _candle_arrays(trades, iv: int) -> dict | None:
     if order is not None:
         t, price, qty, ibm = t[order], price[order], qty[order], ibm[order]
     key = np.floor_divide(t, iv)
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    ends = np.r_[starts[1:], len(t)] - 1
+    starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+    bounds = np.append(starts, len(t))  # np.r_ costs ~15 µs a call: this runs once per ingest write
+    ends = bounds[1:] - 1
     buy = np.where(ibm, 0.0, qty)
     return {
         "time": key[starts] * iv,
@@ -55,7 +91,7 @@ def _candle_arrays(trades, iv: int) -> dict | None:
         "volume": np.add.reduceat(qty, starts),
         "buy_volume": np.add.reduceat(buy, starts),
         "sell_volume": np.add.reduceat(qty - buy, starts),
-        "trades": np.diff(np.r_[starts, len(t)]).astype(np.int64),
+        "trades": np.diff(bounds).astype(np.int64),
     }
 
 
@@ -122,9 +158,21 @@ class CandleAccumulator:
         ValueError
             If the batch holds trades older than the open candle's interval.
         """
+        rec = self.update_records(batch)
+        return pd.DataFrame({c: rec[c] for c in CANDLE_COLUMNS})
+
+    def update_records(self, batch) -> np.ndarray:
+        """:meth:`update` without pandas: the touched candles as records, shape (K,), dtype :data:`CANDLE_DTYPE`
+        (times UTC ms, prices quote currency, volumes base asset), sorted by time; K = 0 for an empty batch.
+
+        Raises
+        ------
+        ValueError
+            If the batch holds trades older than the open candle's interval (the state is kept).
+        """
         c = _candle_arrays(batch, self.interval_ms)
         if c is None:
-            return _empty()
+            return np.empty(0, CANDLE_DTYPE)
         last = self._last
         if last is not None:
             t0 = int(c["time"][0])
@@ -139,5 +187,8 @@ class CandleAccumulator:
                 c["low"][0] = min(last["low"], c["low"][0])
                 for k in ("volume", "buy_volume", "sell_volume", "trades"):
                     c[k][0] += last[k]
-        self._last = {k: v[-1].item() for k, v in c.items()}
-        return pd.DataFrame(c)
+        rec = np.empty(len(c["time"]), CANDLE_DTYPE)
+        for k in CANDLE_COLUMNS:
+            rec[k] = c[k]
+        self._last = dict(zip(CANDLE_COLUMNS, rec[-1].item(), strict=True))
+        return rec

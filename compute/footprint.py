@@ -67,25 +67,19 @@ cell index); there is no per-trade or per-candle Python loop.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from fractions import Fraction
 
 import numpy as np
 import pandas as pd
 
-from compute.batch import TradeBatch
-from compute.grid import decimals_for, row_index, ticks_per_row
+from compute.grid import decimals_for, ticks_per_row
+
+from . import cells as stages
 
 __all__ = ["FootprintResult", "footprint", "poc_rows"]
 
 #: Default decimals of the exact integer quantity (as ``compute.result.QTY_DECIMALS``).
 QTY_DECIMALS = 8
-
-#: Largest denominator used to read ``imbalance_ratio`` as an exact fraction.
-RATIO_MAX_DENOMINATOR = 10**4
-
-_EXACT = 2.0**53  # integer-valued float64 sums are exact below this
 
 CELL_COLUMNS = (
     "time", "price_low", "price_high", "bid", "ask", "volume", "delta", "trades", "buy_imbalance", "sell_imbalance",
@@ -178,18 +172,6 @@ def _records(df: pd.DataFrame) -> list[dict]:
     return [dict(zip([c for c, _ in cols], vals, strict=True)) for vals in zip(*(v for _, v in cols), strict=True)]
 
 
-def _columns(trades):
-    """Return ``(time, price, qty, is_buyer_maker, trade_id or None)`` from a TradeBatch or DataFrame."""
-    if isinstance(trades, TradeBatch):
-        return trades.time, trades.price, trades.qty, trades.is_buyer_maker, trades.trade_id
-    if isinstance(trades, pd.DataFrame):
-        has_id = any(c in trades for c in ("trade_id", "agg_trade_id", "id"))
-        df = trades if has_id else trades.assign(trade_id=np.zeros(len(trades), dtype=np.int64))
-        b = TradeBatch.from_frame(df)
-        return b.time, b.price, b.qty, b.is_buyer_maker, (b.trade_id if has_id else None)
-    raise TypeError(f"trades must be a TradeBatch or a pandas DataFrame, got {type(trades).__name__}")
-
-
 def poc_rows(volume: np.ndarray, offsets: np.ndarray, spans: np.ndarray) -> np.ndarray:
     """POC of many profiles at once.
 
@@ -221,12 +203,6 @@ def poc_rows(volume: np.ndarray, offsets: np.ndarray, spans: np.ndarray) -> np.n
     score[volume != np.repeat(vmax, spans)] = np.iinfo(np.int64).max
     best = np.minimum.reduceat(score, offsets)
     return local[np.flatnonzero(score == np.repeat(best, spans))]
-
-
-def _ratio_fraction(ratio: float) -> tuple[int, int]:
-    """``ratio`` as ``(numerator, denominator)`` of the decimal it is written as."""
-    fr = Fraction(str(float(ratio))).limit_denominator(RATIO_MAX_DENOMINATOR)
-    return fr.numerator, fr.denominator
 
 
 def footprint(
@@ -293,227 +269,109 @@ def footprint(
         If ``trades`` is neither a TradeBatch nor a DataFrame.
     """
     tpr = ticks_per_row(row_size, tick)
-    tick = float(tick)
-    interval_ms = int(interval_ms)
-    if interval_ms <= 0:
-        raise ValueError(f"interval_ms must be > 0, got {interval_ms}")
-    if not imbalance_ratio >= 1.0 or not math.isfinite(imbalance_ratio):
-        raise ValueError(f"imbalance_ratio must be a finite number >= 1, got {imbalance_ratio!r}")
-    if not min_volume >= 0.0 or not math.isfinite(min_volume):
-        raise ValueError(f"min_volume must be a finite number >= 0, got {min_volume!r}")
-    if int(stacked_min) < 1:
-        raise ValueError(f"stacked_min must be >= 1, got {stacked_min!r}")
-    if gap_ms is not None and not gap_ms >= 0:
-        raise ValueError(f"gap_ms must be >= 0 or None, got {gap_ms!r}")
-    if not (isinstance(qty_decimals, int | np.integer) and 0 <= int(qty_decimals) <= 12):
-        raise ValueError(f"qty_decimals must be an integer in 0..12, got {qty_decimals!r}")
-    if start is not None and end is not None and start >= end:
-        raise ValueError(f"empty time range: start {start} >= end {end}")
-    stacked_min = int(stacked_min)
+    tick, interval_ms, stacked_min = float(tick), int(interval_ms), int(stacked_min)
+    stages.check_args(interval_ms, imbalance_ratio, min_volume, stacked_min, gap_ms, qty_decimals, start, end)
     scale = float(10 ** int(qty_decimals))
-
-    time, price, qty, ibm, ids = _columns(trades)
-    if len(time) > 1 and not bool(np.all(time[1:] >= time[:-1])):
-        order = np.argsort(time, kind="stable")
-        time, price, qty, ibm = time[order], price[order], qty[order], ibm[order]
-        ids = None if ids is None else ids[order]
-    lo = 0 if start is None else int(np.searchsorted(time, start, side="left"))
-    hi = len(time) if end is None else int(np.searchsorted(time, end, side="left"))
-    if hi <= lo:
-        raise ValueError(f"no trades in range [{start}, {end}) (UTC ms)")
-    if lo or hi < len(time):
-        time, price, qty, ibm = time[lo:hi], price[lo:hi], qty[lo:hi], ibm[lo:hi]
-        ids = None if ids is None else ids[lo:hi]
-    n = len(time)
-
-    # -- candle bounds (time is sorted) --------------------------------------------------
-    c_first, c_last = int(time[0]) // interval_ms, int(time[-1]) // interval_ms
-    n_int = c_last - c_first + 1
-    if n_int <= n + 1:
-        inner = np.searchsorted(time, (c_first + np.arange(1, n_int, dtype=np.int64)) * interval_ms, side="left")
-        bounds = np.concatenate(([0], inner, [n]))
-        keep = np.diff(bounds) > 0
-        starts = bounds[:-1][keep]
-        candle_no = c_first + np.flatnonzero(keep)
-    else:  # sparse: fewer trades than intervals
-        cid = time // interval_ms
-        starts = np.concatenate(([0], np.flatnonzero(cid[1:] != cid[:-1]) + 1))
-        candle_no = cid[starts]
-    counts = np.diff(np.append(starts, n))
-    nc = len(starts)
-    high_p = np.maximum.reduceat(price, starts)
-    low_p = np.minimum.reduceat(price, starts)
-    if not (np.isfinite(high_p).all() and np.isfinite(low_p).all()):
-        raise ValueError("prices must be finite")
-
-    if not qty.min() >= 0:  # NaN fails too
-        raise ValueError("quantities must not be negative or NaN")
-
-    # -- rows and the key 2 * cell + side ----------------------------------------------
-    # row = floor(round(price / tick) / tpr) as compute.grid.row_index, computed in one float64
-    # buffer (rint gives integer-valued doubles; the floor of their quotient by tpr is exact below
-    # 2**52 ticks).  The row is monotonic in price, so each candle's lowest and highest rows are
-    # the rows of its low and high.  key = 2 * cell + side (1 = taker sell = bid), with cell the
-    # index on the per-candle dense grids laid end to end.
-    row_lo = row_index(low_p, tick, tpr)
-    row_hi = row_index(high_p, tick, tpr)
-    span = row_hi - row_lo + 1
-    offset = np.concatenate(([0], np.cumsum(span)[:-1]))
-    ncell = int(span.sum())
-    f = np.divide(price, tick)
-    np.rint(f, out=f)
-    if tpr > 1:
-        f /= tpr
-        np.floor(f, out=f)
-    f *= 2.0
-    f += ibm
-    rep = np.repeat((2 * (offset - row_lo)).astype(np.float64), counts)
-    f += rep
-    key = rep.view(np.int64)  # reuse the buffer: exact cast of integer-valued doubles
-    np.copyto(key, f, casting="unsafe")
-    del f, rep
-    cnt2 = np.bincount(key, minlength=2 * ncell)
-    # Exact sums.  Fast path: sum the float quantities and round each sum to 10**-qty_decimals.
-    # That equals the sum of the per-trade rounded integers when the float error bound
-    # (k + 1) * 2**-53 * sum * 10**qty_decimals of a k-trade sum is below half a unit (checked
-    # with a 4x margin below); otherwise (huge sums) the integers are summed directly.
-    vol2 = np.bincount(key, weights=qty, minlength=2 * ncell)
-    if np.all((cnt2 + 2) * vol2 * (scale * 2.0**-52) < 0.25):
-        np.rint(vol2 * scale, out=vol2)
-    else:
-        qi = np.multiply(qty, scale)
-        np.rint(qi, out=qi)
-        vol2 = np.bincount(key, weights=qi, minlength=2 * ncell)
-        del qi
-    del key
-    total = float(vol2.sum())
-    if not np.isfinite(total):
-        raise ValueError("quantities must be finite")
-    if not total < _EXACT:
-        raise ValueError(f"total quantity {total / scale:.6g} too large for exact sums at {qty_decimals} decimals")
-    ask_i = vol2[0::2].astype(np.int64)  # taker buy
-    bid_i = vol2[1::2].astype(np.int64)  # taker sell
-    vol_i = ask_i + bid_i
-    ntr = cnt2[0::2] + cnt2[1::2]
-
-    cell_candle = np.repeat(np.arange(nc), span)
-    cell_row = np.arange(ncell, dtype=np.int64) + np.repeat(row_lo - offset, span)
-
-    # -- diagonal imbalances (exact integer comparison) ----------------------------------
-    num, den = _ratio_fraction(imbalance_ratio)
-    minv = math.ceil(round(float(min_volume) * scale, 6))
-    same = cell_candle[1:] == cell_candle[:-1]  # pair (j, j + 1) inside one candle
-    a_up, b_dn = ask_i[1:], bid_i[:-1]
-    buy_pair = same & (a_up > 0) & (a_up >= minv) & (a_up * den >= b_dn * num)
-    sell_pair = same & (b_dn > 0) & (b_dn >= minv) & (b_dn * den >= a_up * num)
-    if ignore_zeros:
-        buy_pair &= b_dn > 0
-        sell_pair &= a_up > 0
-    buy_imb = np.zeros(ncell, dtype=bool)
-    sell_imb = np.zeros(ncell, dtype=bool)
-    buy_imb[1:] = buy_pair
-    sell_imb[:-1] = sell_pair
-
-    # -- prices of rows ------------------------------------------------------------------
+    tr = stages.select(trades, start, end)
+    c = stages.candle_bounds(tr, interval_ms)
+    g = stages.cell_sums(tr, c, tick, tpr, scale, qty_decimals)
+    buy_imb, sell_imb = stages.imbalances(g, imbalance_ratio, ignore_zeros, round(float(min_volume) * scale, 6))
     tdec = decimals_for(tick)
-    row_size_q = round(tpr * tick, tdec)
-    cell_low = np.round(cell_row * tpr * tick, tdec)
-    cell_high = np.round((cell_row + 1) * tpr * tick, tdec)
-    candle_time = candle_no.astype(np.int64) * interval_ms
-
-    # -- stacked imbalances: runs of one side within a candle -----------------------------
-    z_start, z_len, z_side = [], [], []
-    for side, flag in ((0, buy_imb), (1, sell_imb)):
-        prev = np.zeros(ncell, dtype=bool)
-        prev[1:] = flag[:-1] & same
-        first = flag & ~prev
-        run_start = np.flatnonzero(first)
-        length = np.bincount((np.cumsum(first) - 1)[flag], minlength=len(run_start))
-        ok = length >= stacked_min
-        z_start.append(run_start[ok])
-        z_len.append(length[ok])
-        z_side.append(np.full(int(ok.sum()), side, dtype=np.int8))
-    zs, zl, zside = np.concatenate(z_start), np.concatenate(z_len), np.concatenate(z_side)
-    zo = np.lexsort((zside, zs))  # cell order = candle then price; buy before sell
-    zs, zl, zside = zs[zo], zl[zo], zside[zo]
-    stacked = pd.DataFrame({
-        "time": candle_time[cell_candle[zs]],
-        "side": np.array(["buy", "sell"], dtype=object)[zside],
-        "price_low": cell_low[zs],
-        "price_high": cell_high[zs + zl - 1],
-        "rows": zl.astype(np.int64),
+    cell_low = np.round(g.cell_row * tpr * tick, tdec)
+    cell_high = np.round((g.cell_row + 1) * tpr * tick, tdec)
+    candle_time = c.candle_no.astype(np.int64) * interval_ms
+    stacked = stages.stacked_zones(g, buy_imb, sell_imb, stacked_min, candle_time, cell_low, cell_high)
+    gap, missing, ids_checked = stages.gaps(tr, c, gap_ms, check_ids)
+    candles = _candles_frame(tr, c, g, gap, missing, candle_time, tpr, tick, tdec, scale)
+    cells = pd.DataFrame({
+        "time": candle_time[g.cell_candle],
+        "price_low": cell_low,
+        "price_high": cell_high,
+        "bid": g.bid / scale,
+        "ask": g.ask / scale,
+        "volume": g.vol / scale,
+        "delta": (g.ask - g.bid) / scale,
+        "trades": g.ntr.astype(np.int64),
+        "buy_imbalance": buy_imb,
+        "sell_imbalance": sell_imb,
     })
+    levels, poc = levels_from_cells(g.cell_row, g.ask, g.bid, g.ntr, tpr, tick, scale)
+    summary = {
+        "candle_count": int(len(c.starts)),
+        "total_volume": int(g.vol.sum()) / scale,
+        "buy_volume": int(g.ask.sum()) / scale,
+        "sell_volume": int(g.bid.sum()) / scale,
+        "delta": int(g.ask.sum() - g.bid.sum()) / scale,
+        "trades": int(len(tr.time)),
+        "poc": poc,
+        "gaps": int(gap.sum()),
+        "stacked_zones": int(len(stacked)),
+    }
+    return FootprintResult(
+        cells=cells, candles=candles, stacked=stacked, levels=levels, tick=float(tick),
+        row_size=round(tpr * tick, tdec), interval_ms=interval_ms, imbalance_ratio=float(imbalance_ratio),
+        ignore_zeros=bool(ignore_zeros), min_volume=float(min_volume), stacked_min=stacked_min,
+        ids_checked=ids_checked, qty_decimals=int(qty_decimals), summary=summary,
+    )
 
-    # -- candles -------------------------------------------------------------------------
-    buy_ci = np.add.reduceat(ask_i, offset)
-    sell_ci = np.add.reduceat(bid_i, offset)
+
+def cvd_segments(delta: np.ndarray, gap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CVD restarted at every gap: ``(cvd, segment)`` per candle (C int64 each).
+
+    ``delta`` (C int64, exact units) per candle; ``gap`` (C bool) true where a gap precedes
+    the candle (``gap[0]`` ignored). The rule of the module docstring, shared with the Dask engine.
+    """
+    segment = np.cumsum(gap) - (1 if len(gap) and gap[0] else 0)
+    cs = np.cumsum(delta)  # exact integers
+    starts = np.flatnonzero(np.concatenate(([True], gap[1:])))
+    return cs - (cs - delta)[starts][segment], segment
+
+
+def _candles_frame(tr, c, g, gap, missing, candle_time, tpr, tick, tdec, scale) -> pd.DataFrame:
+    """The footprint's candles: OHLC, exact volume/buy/sell/delta, POC, CVD per gap-free segment."""
+    buy_ci = np.add.reduceat(g.ask, g.offset)
+    sell_ci = np.add.reduceat(g.bid, g.offset)
     vol_ci = buy_ci + sell_ci
     delta_ci = buy_ci - sell_ci
-    delta_pct = np.divide(delta_ci * 100.0, vol_ci, out=np.zeros(nc), where=vol_ci != 0)
-    poc_local = poc_rows(vol_i, offset, span)
-    poc_price = np.round((2 * (row_lo + poc_local) + 1) * tpr * tick / 2, tdec + 1)
-
-    gap = np.zeros(nc, dtype=bool)
-    if gap_ms is None:
-        gap[1:] = np.diff(candle_no) > 1
-    else:
-        gap[1:] = (time[starts[1:]] - time[starts[1:] - 1]) > gap_ms
-    missing = np.zeros(nc, dtype=np.int64)
-    ids_checked = False
-    if ids is not None and n > 1:
-        increasing = bool(np.all(ids[1:] > ids[:-1]))
-        ids_checked = bool(check_ids) if check_ids is not None else increasing
-        # strictly increasing ids spanning exactly n - 1 have every step == 1: nothing to find
-        if ids_checked and not (increasing and int(ids[-1]) - int(ids[0]) == n - 1):
-            d = np.diff(ids)
-            brk = np.flatnonzero(d != 1)
-            where = np.searchsorted(starts, brk + 1, side="right") - 1
-            gap[where] = True
-            np.add.at(missing, where, np.maximum(d[brk] - 1, 0))
-    gap[0] = False
-    segment = np.cumsum(gap)
-    cs = np.cumsum(delta_ci)  # exact integers
-    seg_base = (cs - delta_ci)[np.flatnonzero(np.concatenate(([True], gap[1:])))]
-    cvd_i = cs - seg_base[segment]
-
-    ends = np.append(starts[1:], n) - 1
-    candles = pd.DataFrame({
+    poc_local = poc_rows(g.vol, g.offset, g.span)
+    cvd_i, segment = cvd_segments(delta_ci, gap)
+    ends = np.append(c.starts[1:], len(tr.time)) - 1
+    return pd.DataFrame({
         "time": candle_time,
-        "open": price[starts],
-        "high": high_p,
-        "low": low_p,
-        "close": price[ends],
+        "open": tr.price[c.starts],
+        "high": c.high,
+        "low": c.low,
+        "close": tr.price[ends],
         "volume": vol_ci / scale,
         "buy": buy_ci / scale,
         "sell": sell_ci / scale,
         "delta": delta_ci / scale,
-        "delta_pct": delta_pct,
-        "poc": poc_price,
-        "trades": counts.astype(np.int64),
+        "delta_pct": np.divide(delta_ci * 100.0, vol_ci, out=np.zeros(len(vol_ci)), where=vol_ci != 0),
+        "poc": np.round((2 * (g.row_lo + poc_local) + 1) * tpr * tick / 2, tdec + 1),
+        "trades": c.counts.astype(np.int64),
         "cvd": cvd_i / scale,
         "cvd_segment": segment.astype(np.int64),
         "gap_before": gap,
         "missing_ids": missing,
     })
-    cells = pd.DataFrame({
-        "time": candle_time[cell_candle],
-        "price_low": cell_low,
-        "price_high": cell_high,
-        "bid": bid_i / scale,
-        "ask": ask_i / scale,
-        "volume": vol_i / scale,
-        "delta": (ask_i - bid_i) / scale,
-        "trades": ntr.astype(np.int64),
-        "buy_imbalance": buy_imb,
-        "sell_imbalance": sell_imb,
-    })
 
-    # -- levels: the cells summed over candles on one dense grid ----------------------------
-    g_lo, g_hi = int(row_lo.min()), int(row_hi.max())
+
+def levels_from_cells(cell_row: np.ndarray, ask: np.ndarray, bid: np.ndarray, trades: np.ndarray, tpr: int,
+                      tick: float, scale: float) -> tuple[pd.DataFrame, float]:
+    """The cells summed over candles on one dense row grid, and the POC price of the whole range.
+
+    The finalize step shared by the in-memory and the Dask footprint. ``cell_row`` (M int64 row
+    indices), ``ask``/``bid`` (M int64, exact units of ``1 / scale`` base asset), ``trades`` (M ints).
+    Returns the ``levels`` frame (:data:`LEVEL_COLUMNS`) and the POC (middle of its row, quote currency).
+    """
+    tdec = decimals_for(tick)
+    g_lo, g_hi = int(cell_row.min()), int(cell_row.max())
     nrow = g_hi - g_lo + 1
     gi = cell_row - g_lo
-    lv_buy = np.bincount(gi, weights=ask_i, minlength=nrow).astype(np.int64)
-    lv_sell = np.bincount(gi, weights=bid_i, minlength=nrow).astype(np.int64)
+    lv_buy, lv_sell, lv_tr = (np.zeros(nrow, np.int64) for _ in range(3))
+    np.add.at(lv_buy, gi, ask)
+    np.add.at(lv_sell, gi, bid)
+    np.add.at(lv_tr, gi, trades)
     lv_vol = lv_buy + lv_sell
     rows = np.arange(g_lo, g_hi + 1, dtype=np.int64)
     levels = pd.DataFrame({
@@ -523,23 +381,7 @@ def footprint(
         "buy": lv_buy / scale,
         "sell": lv_sell / scale,
         "delta": (lv_buy - lv_sell) / scale,
-        "trades": np.bincount(gi, weights=ntr, minlength=nrow).astype(np.int64),
+        "trades": lv_tr,
     })
     poc_all = int(poc_rows(lv_vol, np.zeros(1, np.int64), np.array([nrow]))[0])
-    summary = {
-        "candle_count": int(nc),
-        "total_volume": int(vol_ci.sum()) / scale,
-        "buy_volume": int(buy_ci.sum()) / scale,
-        "sell_volume": int(sell_ci.sum()) / scale,
-        "delta": int(delta_ci.sum()) / scale,
-        "trades": int(n),
-        "poc": round((2 * (g_lo + poc_all) + 1) * tpr * tick / 2, tdec + 1),
-        "gaps": int(gap.sum()),
-        "stacked_zones": int(len(stacked)),
-    }
-    return FootprintResult(
-        cells=cells, candles=candles, stacked=stacked, levels=levels, tick=float(tick), row_size=row_size_q,
-        interval_ms=interval_ms, imbalance_ratio=float(imbalance_ratio), ignore_zeros=bool(ignore_zeros),
-        min_volume=float(min_volume), stacked_min=stacked_min, ids_checked=ids_checked,
-        qty_decimals=int(qty_decimals), summary=summary,
-    )
+    return levels, round((2 * (g_lo + poc_all) + 1) * tpr * tick / 2, tdec + 1)

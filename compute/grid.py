@@ -12,6 +12,7 @@ Definitions (issue 2, following ``shared/reference/orderflow-and-binance.md`` b2
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -55,6 +56,7 @@ def row_low(rows: np.ndarray, tick: float, tpr: int) -> np.ndarray:
     return np.asarray(rows, dtype=np.int64) * int(tpr) * tick
 
 
+@functools.lru_cache(maxsize=256)
 def decimals_for(tick: float) -> int:
     """Decimal places needed to print prices on a ``tick`` grid (0.01 -> 2, 0.5 -> 1)."""
     for d in range(0, 12):

@@ -63,7 +63,9 @@ def _frame(trades, agg: str) -> pd.DataFrame:
     if agg == "volume":
         cols["qty"] = qty
     elif agg == "delta":
-        cols["qty"] = np.where(ibm, -qty, qty)
+        signed = qty.copy()  # one new column: np.where(ibm, -qty, qty) made two
+        np.negative(signed, out=signed, where=ibm)
+        cols["qty"] = signed
     return pd.DataFrame(cols, copy=False)
 
 

@@ -19,6 +19,10 @@ Quantities are summed exactly as integers (see :mod:`compute.result`).
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 from . import grid
 from .batch import TradeBatch
 from .result import (
@@ -38,6 +42,9 @@ from .result import (
     time_bounds,
     value_area_bounds,
 )
+
+#: Totals at or above this go to the reference's own overflow check (its limit is 2**62).
+_TOTAL_GUARD = 2.0**62 - 2.0**40
 
 __all__ = [
     "ProfileResult", "volume_profile", "poc_index", "value_area_bounds", "percentile_indices", "select_range",
@@ -68,6 +75,11 @@ def volume_profile(
     qty_decimals: int = QTY_DECIMALS,
 ) -> ProfileResult:
     """Volume profile of the trades in ``[start, end)``.
+
+    Time-sorted input (the usual case) is sliced with ``searchsorted`` and summed in one fused
+    numba pass (:func:`compute.kernels.bin_fused`; no full-size temporaries, linear in the
+    range's trades); unsorted input is selected with a mask first. The result is identical to
+    :func:`reference_sums` (the numpy definition), which also raises the errors below.
 
     Parameters
     ----------
@@ -101,14 +113,70 @@ def volume_profile(
     """
     tpr = grid.ticks_per_row(row_size, tick)
     check_value_area(value_area, value_area_method)
-    batch, s, e = select_range(as_batch(trades), start, end)
-    if not len(batch):
-        raise empty_range_error(s, e)
-    check_prices(batch.price)
-    qint = qty_to_int(batch.qty, qty_scale(qty_decimals))
-    rows = grid.row_index(batch.price, tick, tpr)
-    r0, vol, buy, cnt = bin_rows(rows, qint, batch.is_buyer_maker)
+    batch = as_batch(trades)
+    scale = qty_scale(qty_decimals)
+    sums = _fused_sums(batch, tick, tpr, scale, start, end)
+    if sums is None:  # a check failed (or int64 limits near): the reference path raises the documented error
+        s, e, (r0, vol, buy, cnt) = reference_sums(batch, tick, tpr, scale, start, end)
+    else:
+        s, e, r0, vol, buy, cnt = sums
     return build_result(
         "volume", tick, row_size, r0, s, e, qty_decimals, vol, buy, cnt, value_area=value_area,
         value_area_method=value_area_method, percentiles=percentiles,
     )
+
+
+def reference_sums(batch: TradeBatch, tick: float, tpr: int, scale: int, start: int | None, end: int | None):
+    """The numpy reference of the per-row sums: ``(s, e, (first_row, volume_int, buy_int, trades))``.
+
+    Boolean-mask range selection, :func:`compute.result.qty_to_int`, :func:`compute.grid.row_index`,
+    :func:`compute.result.bin_rows` (arrays (R,), int64). Kept as the definition the fused kernel is
+    tested against and as its error path.
+
+    Raises
+    ------
+    ValueError
+        Bad prices or quantities, or no trades in the range (``"no trades in range ..."``).
+    """
+    sel, s, e = select_range(batch, start, end)
+    if not len(sel):
+        raise empty_range_error(s, e)
+    check_prices(sel.price)
+    qint = qty_to_int(sel.qty, scale)
+    return s, e, bin_rows(grid.row_index(sel.price, tick, tpr), qint, sel.is_buyer_maker)
+
+
+def _fused_sums(batch: TradeBatch, tick: float, tpr: int, scale: int, start: int | None, end: int | None):
+    """Per-row int sums in one fused pass (:func:`compute.kernels.bin_fused`) over a slice of time-sorted trades.
+
+    Returns ``(s, e, first_row, volume_int, buy_int, trades)`` (arrays (R,), int64), identical
+    to :func:`reference_sums`, or None when a trade fails a check (then the reference raises).
+    Unsorted input is selected with the reference's mask. Raises ValueError for an empty range.
+    """
+    from . import kernels as k
+
+    t, n = batch.time, len(batch)
+    if not n:
+        raise empty_range_error(*time_bounds(t, start, end))
+    if k.is_sorted(t):
+        s, e = (int(t[0]) if start is None else int(start)), (int(t[-1]) + 1 if end is None else int(end))
+        lo, hi = (int(x) for x in np.searchsorted(t, (s, e), side="left"))
+        price, qty, ibm = batch.price[lo:hi], batch.qty[lo:hi], batch.is_buyer_maker[lo:hi]
+    else:  # unsorted: the reference's mask
+        batch, s, e = select_range(batch, start, end)
+        price, qty, ibm = batch.price, batch.qty, batch.is_buyer_maker
+    if not len(price):
+        raise empty_range_error(s, e)
+    pmin, pmax = float(price.min()), float(price.max())
+    if not (math.isfinite(pmin) and math.isfinite(pmax)):  # NaN and inf reach the min or the max
+        return None
+    bad, total = k.qty_check(qty, scale)
+    if bad or total >= _TOTAL_GUARD:
+        return None
+    r0, r1 = (int(x) for x in grid.row_index(np.array([pmin, pmax]), tick, tpr))
+    size = r1 - r0 + 1
+    lanes = 4 if size <= 1 << 18 else 1
+    vol, buy, cnt = k.bin_fused(price, qty, ibm.view(np.uint8), float(tick), tpr, scale, r0, size, lanes)
+    if lanes > 1:
+        vol, buy, cnt = (a.reshape(size, lanes).sum(axis=1) for a in (vol, buy, cnt))
+    return s, e, r0, vol, buy, cnt

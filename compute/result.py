@@ -7,7 +7,7 @@ Quantities are summed as integers: each trade's ``qty`` is converted once to
 quantity step) and every per-row sum is an exact int64. The reported float
 volumes are ``sum / 10**qty_decimals`` (correctly rounded), so a profile never
 depends on the order in which trades were summed. This is what lets
-:class:`compute.store.ProfileStore` answer a range from pre-summed buckets with
+:class:`compute.incremental.ProfileStore` answer a range from pre-summed buckets with
 a result *identical* (bit for bit) to recomputing from the raw trades.
 
 Definitions (issue 2 item 6 and issue 3; sources: ``shared/reference/orderflow-and-binance.md``
@@ -32,22 +32,19 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
-from fractions import Fraction
 
 import numpy as np
 import pandas as pd
 
 from . import grid
 from .batch import TradeBatch
+from .value_area import VA_METHODS, _decimal, percentile_indices, poc_index, value_area_bounds
 
 #: Default decimal places of the exact integer quantity (Binance's finest step is 1e-8).
 QTY_DECIMALS = 8
 
 #: Accepted value-area fractions (issue 3: from 50 % to 95 %).
 VALUE_AREA_MIN, VALUE_AREA_MAX = 0.5, 0.95
-
-#: Value-area expansion methods.
-VA_METHODS = ("single", "dual")
 
 #: Default percentile levels.
 DEFAULT_PERCENTILES = (0.25, 0.5, 0.75)
@@ -147,153 +144,6 @@ def empty_range_error(start, end) -> ValueError:
 
 
 # -- POC and value area -------------------------------------------------------------------
-def poc_index(volume: np.ndarray) -> int:
-    """Index of the POC row in a dense row array.
-
-    ``volume``: shape (R,), R >= 1, any real dtype (volume, weighted volume or TPO counts).
-    The largest value wins; ties go to the row nearest the middle of the grid
-    (index ``(R - 1) / 2``), then to the lower row (reference b3, thinkorswim rule).
-
-    Raises ValueError if ``volume`` is empty.
-    """
-    v = np.asarray(volume)
-    if v.ndim != 1 or not len(v):
-        raise ValueError("poc_index needs a non-empty 1-D array")
-    idx = np.flatnonzero(v == v.max())
-    if len(idx) == 1:
-        return int(idx[0])
-    dist = np.abs(2 * idx - (len(v) - 1))
-    return int(idx[np.argmin(dist)])  # argmin takes the first (lower) of equal distances
-
-
-def _float_at_least(q: Fraction) -> float:
-    """The smallest float64 >= the rational ``q``."""
-    f = float(q)
-    if Fraction(f) < q:
-        f = float(np.nextafter(f, np.inf))
-    return f
-
-
-@functools.lru_cache(maxsize=256)
-def _decimal(x: float) -> Fraction:
-    """The decimal a float prints as, exactly (0.7 -> 7/10)."""
-    return Fraction(repr(x))
-
-
-def _target_reached(acc: np.ndarray, total, fraction: float) -> int:
-    """First index i with ``acc[i] >= fraction * total`` (acc non-decreasing).
-
-    Exact: ``fraction`` is taken as the decimal it prints as (0.7 is 7/10) and the
-    product is compared without rounding, for integer and float arrays alike.
-    """
-    return int(np.searchsorted(acc, _target(acc.dtype, total, fraction), side="left"))
-
-
-def _pairs(a: np.ndarray) -> np.ndarray:
-    """Sums of consecutive pairs (a lone last element stays alone)."""
-    if len(a) % 2:
-        a = np.append(a, a.dtype.type(0))
-    return a[0::2] + a[1::2]
-
-
-def value_area_bounds(volume: np.ndarray, poc_idx: int, fraction: float = 0.7, method: str = "single") -> tuple[int, int]:
-    """Inclusive row indices ``(lo, hi)`` of the value area around ``poc_idx``.
-
-    ``volume``: shape (R,), non-negative, int or float. The accumulated sum is compared
-    exactly against ``fraction * total``, ``fraction`` taken as the decimal it prints as
-    (0.7 is 7/10, not the binary float just below it).
-    The expansion (reference b4) is described in the module docstring; it stops at
-    the first step where the accumulated value reaches the target. Vectorised:
-    the greedy "larger head first" walk equals a stable merge (ties to above) of the
-    running minima of the two sides, so the whole walk is a merge plus a cumsum.
-
-    Raises ValueError for an unknown ``method`` or an out-of-range ``poc_idx``.
-    """
-    v = np.asarray(volume)
-    n = len(v)
-    if not 0 <= poc_idx < n:
-        raise ValueError(f"poc_idx {poc_idx} outside 0..{n - 1}")
-    if method not in VA_METHODS:
-        raise ValueError(f"value_area_method must be one of {VA_METHODS}, got {method!r}")
-    total = v.sum()
-    if n <= _VA_LOOP_MAX:
-        return _va_loop(v.tolist(), poc_idx, _target(v.dtype, total, fraction), method == "dual")
-    return _va_vectorized(v, poc_idx, total, fraction, method)
-
-
-#: Up to this many rows the plain walk is faster than the vectorised merge (same answer).
-_VA_LOOP_MAX = 384
-
-
-def _target(dtype, total, fraction: float):
-    """The value the accumulated sum must reach: an int for integer arrays, the smallest float >= it otherwise."""
-    f = _decimal(float(fraction))
-    if np.issubdtype(dtype, np.integer):
-        return math.ceil(f * int(total))
-    return _float_at_least(f * Fraction(float(total)))
-
-
-def _va_loop(vals: list, p: int, target, dual: bool) -> tuple[int, int]:
-    """The value-area walk, literally (acc and pair sums in the same order as the vectorised path)."""
-    n = len(vals)
-    lo = hi = p
-    acc = vals[p]
-    while acc < target:
-        has_up, has_dn = hi + 1 < n, lo > 0
-        if not (has_up or has_dn):
-            break
-        if dual:
-            su = (vals[hi + 1] + (vals[hi + 2] if hi + 2 < n else 0)) if has_up else None
-            sd = (vals[lo - 1] + (vals[lo - 2] if lo >= 2 else 0)) if has_dn else None
-            ku, kd = min(2, n - 1 - hi), min(2, lo)
-        else:
-            su = vals[hi + 1] if has_up else None
-            sd = vals[lo - 1] if has_dn else None
-            ku = kd = 1
-        if has_up and (not has_dn or su >= sd):
-            acc += su
-            hi += ku
-        else:
-            acc += sd
-            lo -= kd
-    return lo, hi
-
-
-def _va_vectorized(v: np.ndarray, poc_idx: int, total, fraction: float, method: str) -> tuple[int, int]:
-    """The value-area walk as a merge of running minima plus one cumsum (see value_area_bounds)."""
-    if _target_reached(np.asarray([v[poc_idx]]), total, fraction) == 0:
-        return poc_idx, poc_idx
-    above, below = v[poc_idx + 1 :], v[:poc_idx][::-1]
-    if method == "dual":
-        a, b = _pairs(above), _pairs(below)
-    else:
-        a, b = above, below
-    am, bm = np.minimum.accumulate(a) if len(a) else a, np.minimum.accumulate(b) if len(b) else b
-    # merged position of each step: above element i goes after the below elements strictly larger.
-    pos_a = np.arange(len(a)) + np.searchsorted(-bm, -am, side="left")
-    pos_b = np.arange(len(b)) + np.searchsorted(-am, -bm, side="right")
-    steps = np.empty(len(a) + len(b) + 1, dtype=v.dtype)
-    steps[0] = v[poc_idx]
-    steps[1 + pos_a], steps[1 + pos_b] = a, b
-    acc = np.cumsum(steps)[1:]  # summed from the POC on, in walk order
-    k = _target_reached(acc, total, fraction)
-    k = min(k, len(acc) - 1)  # float rounding can leave the sum a hair short: everything is in.
-    n_a = int(np.searchsorted(pos_a, k, side="right"))
-    n_b = int(np.searchsorted(pos_b, k, side="right"))
-    if method == "dual":
-        n_a, n_b = min(2 * n_a, len(above)), min(2 * n_b, len(below))
-    return poc_idx - n_b, poc_idx + n_a
-
-
-def percentile_indices(volume: np.ndarray, percentiles) -> list[int]:
-    """For each p, the index of the first row whose cumulative volume reaches ``p * total`` (exact for ints)."""
-    v = np.asarray(volume)
-    acc = np.cumsum(v)
-    total = acc[-1] if len(acc) else 0
-    return [min(_target_reached(acc, total, p), len(v) - 1) for p in percentiles]
-
-
-# -- the result ---------------------------------------------------------------------------
 @dataclass(eq=False)
 class ProfileResult:
     """A profile on a dense row grid with its POC, value area and percentile lines.
@@ -491,9 +341,13 @@ def build_result(
     percentiles are always on traded volume.
     """
     m = volume_int if measure is None else measure
-    p = poc_index(m)
-    lo, hi = value_area_bounds(m, p, value_area, value_area_method)
     ps = check_percentiles(percentiles or ())
+    fast = _levels_int(m, value_area, value_area_method, ps)
+    if fast is None:
+        p = poc_index(m)
+        lo, hi = value_area_bounds(m, p, value_area, value_area_method)
+    else:
+        p, lo, hi, idx = fast
     res = ProfileResult(
         kind=kind, tick=float(tick), row_size=float(row_size), first_row=int(first_row), rows=len(volume_int),
         start=int(start), end=int(end), qty_decimals=int(qty_decimals), volume_int=volume_int, buy_int=buy_int,
@@ -503,9 +357,41 @@ def build_result(
         columns=dict(columns or {}), extra=dict(extra or {}),
     )
     if ps:
-        idx = percentile_indices(volume_int, ps)
-        res.percentiles = {p_: res.row_middle(i) for p_, i in zip(ps, idx, strict=True)}
+        if fast is None or m is not volume_int:
+            idx = percentile_indices(volume_int, ps)
+        res.percentiles = {p_: res.row_middle(int(i)) for p_, i in zip(ps, idx, strict=True)}
     return res
+
+
+_profile_levels = None  # compute.kernels.profile_levels, imported on first use (numba is slow to import)
+
+
+@functools.lru_cache(maxsize=256)
+def _num_den(x: float) -> tuple[int, int] | None:
+    """``x`` as the decimal it prints as, ``(numerator, denominator)``, when both are small and x >= 0."""
+    f = _decimal(x)
+    return (f.numerator, f.denominator) if 0 <= f and f.numerator < 2**20 and f.denominator < 2**20 else None
+
+
+def _levels_int(m, value_area: float, method: str, ps: tuple):
+    """POC, value area and percentile rows from one numba call (:func:`compute.kernels.profile_levels`).
+
+    Only for a non-empty int64 measure and fractions that are short decimals (0.7 = 7/10);
+    returns None otherwise (the numpy/Python helpers of :mod:`compute.value_area`, which the
+    kernel equals, then run and raise their errors).
+    """
+    if not (isinstance(m, np.ndarray) and m.dtype == np.int64 and m.ndim == 1 and len(m)) or method not in VA_METHODS:
+        return None
+    fr = [_num_den(float(x)) for x in (value_area, *ps)]
+    if None in fr:
+        return None
+    global _profile_levels
+    if _profile_levels is None:
+        from .kernels import profile_levels as _profile_levels
+    nums = np.array([f[0] for f in fr[1:]], np.int64)
+    dens = np.array([f[1] for f in fr[1:]], np.int64)
+    p, lo, hi, idx = _profile_levels(m, fr[0][0], fr[0][1], method == "dual", nums, dens)
+    return int(p), int(lo), int(hi), idx
 
 
 def bin_rows(rows: np.ndarray, qint: np.ndarray, is_buyer_maker: np.ndarray):
@@ -523,6 +409,33 @@ def bin_rows(rows: np.ndarray, qint: np.ndarray, is_buyer_maker: np.ndarray):
     take = ~is_buyer_maker
     np.add.at(buy, idx[take], qint[take])
     cnt = np.bincount(idx, minlength=n).astype(np.int64)
+    return r0, vol, buy, cnt
+
+
+def combine_rows(parts: list):
+    """Sum partial ``(first_row, volume_int, buy_int, trades)`` tuples (:func:`bin_rows`) on their union span.
+
+    The combine step of the additive kinds (datashader's partial → combine → finalize): integer
+    addition is exact and order-free, so partitions may come in any order. None entries are
+    skipped; returns None when all are None.
+
+    Raises
+    ------
+    ValueError
+        The total quantity would not fit int64 at this ``qty_decimals``.
+    """
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return None
+    r0 = min(p[0] for p in parts)
+    r1 = max(p[0] + len(p[1]) for p in parts)
+    vol, buy, cnt = (np.zeros(r1 - r0, np.int64) for _ in range(3))
+    for a, v, b, c in parts:
+        vol[a - r0 : a - r0 + len(v)] += v
+        buy[a - r0 : a - r0 + len(v)] += b
+        cnt[a - r0 : a - r0 + len(v)] += c
+    if int(vol.sum()) >= 2**62:
+        raise ValueError("total quantity does not fit int64 at this qty_decimals; pass a smaller qty_decimals")
     return r0, vol, buy, cnt
 
 

@@ -18,7 +18,7 @@
     (reference b7: "auto-scale the TPO block so the window holds ~30-60 blocks").
 
 Both take a pandas DataFrame or a :class:`~compute.batch.TradeBatch` and are also
-answered by :class:`compute.store.ProfileStore` with identical results.
+answered by :class:`compute.incremental.ProfileStore` with identical results.
 """
 
 from __future__ import annotations

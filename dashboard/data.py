@@ -1,6 +1,6 @@
 """Small, cheap transforms of a snapshot for the page, shared by all sessions of a process.
 
-Everything here is derived from an immutable :class:`store.view.Snapshot` and a
+Everything here is derived from an immutable :class:`engine.view.Snapshot` and a
 few settings, so the result is the same for every session asking the same
 question: :func:`shared` memoises it per process (LRU, single flight), keyed by
 the snapshot's symbol and version. Sessions therefore never repeat this work.
@@ -68,34 +68,6 @@ def derived(obj, key: tuple, fn):
             per.clear()
         per[key] = value
     return value
-
-
-CANDLE_COLUMNS = ("time", "open", "high", "low", "close", "volume", "buy_volume", "sell_volume", "trades")
-
-
-def resample_candles(df: pd.DataFrame, interval_ms: int) -> pd.DataFrame:
-    """Aggregate 1-minute candles into ``interval_ms`` candles aligned to the epoch (UTC).
-
-    ``df`` has the columns of :data:`store.redis_store.CANDLE_DTYPE` sorted by ``time``
-    (candle open, UTC ms). Open = first open, close = last close, high/low = max/min,
-    volumes and trade counts summed. Returns ``df`` itself for a 1-minute interval.
-    """
-    if interval_ms <= 60_000 or not len(df):
-        return df
-    t = df["time"].to_numpy()
-    key = t // interval_ms
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    ends = np.r_[starts[1:], len(t)] - 1
-    out = {
-        "time": key[starts] * interval_ms,
-        "open": df["open"].to_numpy()[starts],
-        "high": np.maximum.reduceat(df["high"].to_numpy(), starts),
-        "low": np.minimum.reduceat(df["low"].to_numpy(), starts),
-        "close": df["close"].to_numpy()[ends],
-    }
-    for c in ("volume", "buy_volume", "sell_volume", "trades"):
-        out[c] = np.add.reduceat(df[c].to_numpy(), starts)
-    return pd.DataFrame(out)
 
 
 TAPE_COLUMNS = ("time", "price", "qty", "side", "colour")

@@ -2,8 +2,8 @@
 
 Issue 7 item 5 (export from the dashboard). Every file is made when its button is
 clicked (Panel ``FileDownload`` callbacks), from the session's latest refresh
-(:attr:`dashboard.app.Dashboard.last_plan`: the same results the page shows), and
-written by :mod:`compute.export` (the notebook's export functions):
+(the :class:`dashboard.plan.RefreshPlan` the page shows, handed in by the page), and
+written by :mod:`export` (the notebook's export functions):
 
 * **Profile levels**: the VPVR rows (``price_low, price_high, volume, buy, sell, delta,
   trades`` + the mode's columns) of :class:`compute.result.ProfileResult`; the Parquet
@@ -16,8 +16,10 @@ written by :mod:`compute.export` (the notebook's export functions):
   range, without its 60-candle display limit);
 * **Candles**: the visible candles at the selected interval;
 * **Chart (PNG)**: the chart as drawn (price chart or footprint), rendered by
-  :func:`compute.export.png_bytes` in headless Chromium from a standalone copy of the
-  session's Bokeh models (never a screenshot of the user's browser).
+  :func:`export.png_bytes` in headless Chromium from a standalone copy of the
+  session's Bokeh models (never a screenshot of the user's browser): the profile pinned at
+  the right as on screen (its layout runs in that Chromium too), without the toolbar, with a
+  title stamp (symbol, market, range in UTC, source; :func:`stamp_text`).
 
 When nothing is computed yet (no trades in the range) a click shows a message on the
 page and raises :class:`NothingToDownload` (Panel logs it; nothing is sent).
@@ -30,13 +32,21 @@ import datetime as dt
 import io
 import logging
 import re
+from collections.abc import Callable
 
 import pandas as pd
 import panel as pn
+import param
+from panel.viewable import Viewer
 
-from compute import export
+import export
+from compute.extras import missing
 
-#: Table formats offered (label -> :mod:`compute.export` format).
+from . import fmt as _fmt
+from .plan import RefreshPlan
+from .theme import THEMES
+
+#: Table formats offered (label -> :mod:`export` format).
 TABLE_FORMATS = {"CSV": "csv", "Parquet": "parquet"}
 #: Size of the chart PNG (CSS pixels at scale 1).
 PNG_SIZE = (1600, 900)
@@ -80,19 +90,45 @@ def _stamp(ms: int) -> str:
     return dt.datetime.fromtimestamp(int(ms) / 1000, tz=dt.UTC).strftime("%Y%m%dT%H%M%S")
 
 
-class Downloads:
-    """The download widgets of one :class:`dashboard.app.Dashboard` session.
+class Downloads(Viewer):
+    """The download widgets of one page: the CSV/Parquet choice over one ``FileDownload`` per file.
+
+    The page hands in what the files are made of; nothing here reaches into it:
+
+    ``shown_plan``
+        returns the :class:`dashboard.plan.RefreshPlan` the page shows (None before its first refresh);
+    ``footprint_of``
+        coroutine function: the footprint result of a plan's range (:meth:`dashboard.plan.Planner.footprint_of`);
+    ``chart_model``
+        returns the Bokeh model drawn for a plan (price chart or footprint), for the PNG;
+    ``show_messages``
+        shows plain-text messages on the page (a refused click).
 
     ``buttons`` maps each key of :data:`BUTTONS` to its ``pn.widgets.FileDownload``;
-    ``format`` is the CSV/Parquet choice for the tables. The callbacks
-    (:meth:`table_file`, :meth:`png_file`) are coroutines returning ``io.BytesIO`` and
-    set the button's ``filename`` (``flowlens-<SYMBOL>-<what>-<from>-<to>.<ext>``, UTC).
+    ``format`` is the widget of :attr:`table_format`. The callbacks (:meth:`table_file`,
+    :meth:`png_file`) are coroutines returning ``io.BytesIO`` and set the button's
+    ``filename`` (``flowlens-<SYMBOL>-<what>-<from>-<to>.<ext>``, UTC).
     """
 
-    def __init__(self, dash):
-        self.dash = dash
-        self.format = pn.widgets.RadioButtonGroup(label="Table format", options=list(TABLE_FORMATS), value="CSV",
-                                                  color="light")
+    table_format = param.Selector(default="CSV", objects=list(TABLE_FORMATS), doc="File format of the tables.")
+    symbol = param.String(default="BTCUSDT", allow_refs=True,
+                          doc="Symbol named in the file names (kept to [A-Za-z0-9_-]); may follow another parameter.")
+
+    def __init__(self, shown_plan: Callable, footprint_of: Callable, chart_model: Callable, show_messages: Callable,
+                 coverage_of: Callable | None = None, **params):
+        super().__init__(**params)
+        self._shown_plan, self._footprint_of = shown_plan, footprint_of
+        self._chart_model, self._show_messages = chart_model, show_messages
+        self._coverage_of = coverage_of
+        self.jupyter_button = pn.widgets.Button(name="Open in Jupyter (code cell)", button_type="light",
+                                                description="Python that rebuilds this profile in a notebook from the "
+                                                            "same trades (their hash is checked)")
+        self.jupyter_button.on_click(self.open_in_jupyter)
+        self.jupyter_code = pn.widgets.TextAreaInput(value="", rows=12, visible=False, name="jupyter_cell",
+                                                     sizing_mode="stretch_width")
+        self.format = pn.widgets.RadioButtonGroup.from_param(self.param.table_format, options=list(TABLE_FORMATS),
+                                                             label="Table format",
+                                                             color="light")
         self.buttons: dict[str, pn.widgets.FileDownload] = {}
         for key, label in BUTTONS.items():
             cb = self.png_file if key == "png" else self._table_callback(key)
@@ -107,24 +143,45 @@ class Downloads:
 
         return callback
 
-    def panel(self) -> pn.Column:
-        """The format choice over the buttons."""
-        return pn.Column(self.format, *self.buttons.values(), sizing_mode="stretch_width", name="downloads")
+    def __panel__(self) -> pn.Column:
+        """The format choice over the buttons, then "Open in Jupyter" and its code cell."""
+        return pn.Column(self.format, *self.buttons.values(), self.jupyter_button, self.jupyter_code,
+                         sizing_mode="stretch_width", name="downloads")
+
+    def open_in_jupyter(self, _event=None) -> str | None:
+        """Fill the code cell that rebuilds the shown profile in a notebook from the same trades (and return it)."""
+        from .jupyter import notebook_cell
+
+        try:
+            plan = self._plan()
+            res = self.profile()
+        except NothingToDownload:
+            return None
+        cov = self._coverage_of(plan) if self._coverage_of is not None else None
+        if cov is None:
+            self._show_messages(["Open in Jupyter: this view cannot say which trades it used"])
+            return None
+        code = notebook_cell(res, plan.symbol or self.symbol, plan.market or "usdm", cov)
+        self.jupyter_code.value = code
+        self.jupyter_code.visible = True
+        return code
+
+    panel = __panel__
 
     # -- what is shown -----------------------------------------------------------------
-    def _plan(self) -> dict:
-        plan = self.dash.shown_plan()
-        if not plan:
+    def _plan(self) -> RefreshPlan:
+        plan = self._shown_plan()
+        if plan is None:
             self._refuse("nothing to download yet: the page has not computed its view")
         return plan
 
     def _refuse(self, text: str):
-        self.dash.show_messages([text])
+        self._show_messages([text])
         raise NothingToDownload(text)
 
     def profile(self):
         """The profile of the current view (ProfileResult); raises NothingToDownload."""
-        res = self._plan().get("res")
+        res = self._plan().res
         if res is None:
             self._refuse("nothing to download: no trades in the visible range")
         return res
@@ -135,19 +192,7 @@ class Downloads:
         The footprint view's own result; in the chart view, computed (shared per process,
         like everything the page computes) with the footprint view's row size and settings.
         """
-        d = self.dash
-        plan = self._plan()
-        if plan.get("fp_res") is not None:
-            return plan["fp_res"]
-        if "lo" not in plan or plan.get("res") is None:
-            self._refuse("nothing to download: no trades in the visible range")
-        from .app import AUTO_ROWS_FOOTPRINT
-
-        s = d.settings
-        view = d.registry.get(s.symbol)
-        start, end = plan["range"]
-        row_size = d._row_size(plan["lo"], plan["hi"], plan["tick"], AUTO_ROWS_FOOTPRINT)
-        res = await d._compute(view, "footprint", start, end, view.snapshot, **d.footprint_params(row_size))
+        res = await self._footprint_of(self._plan())
         if res is None:
             self._refuse("nothing to download: no trades in the visible range")
         return res
@@ -155,10 +200,10 @@ class Downloads:
     def candles(self) -> pd.DataFrame:
         """The candles of the visible window at the selected interval (columns of the page's candle source)."""
         plan = self._plan()
-        c = plan.get("candles")
+        c = plan.candles
         if c is None or not len(c):
             self._refuse("nothing to download: no candles in the visible range")
-        start, end = plan["window"]
+        start, end = plan.window
         t = c["time"].to_numpy()
         vis = c[(t >= start) & (t < end)].reset_index(drop=True)
         if not len(vis):
@@ -166,15 +211,15 @@ class Downloads:
         return vis
 
     def _filename(self, what: str, rng, ext: str) -> str:
-        sym = re.sub(r"[^A-Za-z0-9_-]", "", str(self.dash.settings.symbol)) or "symbol"
+        sym = re.sub(r"[^A-Za-z0-9_-]", "", str(self.symbol)) or "symbol"
         return f"flowlens-{sym}-{what}-{_stamp(rng[0])}-{_stamp(rng[1])}.{ext}"
 
     # -- callbacks ---------------------------------------------------------------------
     async def table_file(self, key: str) -> io.BytesIO:
         """Bytes of one table (``levels``, ``key_levels``, ``footprint``, ``candles``) in the chosen format."""
-        fmt = TABLE_FORMATS[self.format.value]
+        fmt = TABLE_FORMATS[self.table_format]
         plan = self._plan()
-        rng = plan["range"]
+        rng = plan.range
         if key == "levels":
             obj, part = self.profile(), "levels"
             rng = (obj.start, obj.end)
@@ -185,22 +230,51 @@ class Downloads:
             obj, part = await self.footprint(), "cells"
         elif key == "candles":
             obj, part = self.candles(), None
-            rng = plan["window"]
+            rng = plan.window
         else:
             raise KeyError(key)
-        data = export.table_bytes(obj, fmt, part)
+        cov = self._coverage_of(plan) if self._coverage_of is not None and key != "candles" else None
+        data = export.table_bytes(obj, fmt, part, None if cov is None else {"coverage": cov.to_dict()})
         self.buttons[key].filename = self._filename(key.replace("_", "-"), rng, fmt)
         return io.BytesIO(data)
 
     async def png_file(self) -> io.BytesIO:
-        """The chart of the current view as PNG bytes (:func:`compute.export.png_bytes`, Chromium in a thread)."""
-        d = self.dash
+        """The chart of the current view as PNG bytes (:func:`export.png_bytes`, Chromium in a thread)."""
+        if (why := missing("playwright", "The PNG export")) is not None:
+            self._refuse(why)
         plan = self._plan()
-        model = d.footprint.layout if plan["view"] == "footprint" and d.footprint is not None else d.chart.figure
-        copy = _standalone_copy(model)  # here, on the session's thread: the live models are not touched later
+        copy = _standalone_copy(self._chart_model(plan))  # here, on the session's thread: live models untouched later
+        for_export(copy, stamp_text(plan, str(self.symbol)))
         png = await asyncio.to_thread(export.png_bytes, copy, *PNG_SIZE)
-        self.buttons["png"].filename = self._filename(plan["view"], plan["range"], "png")
+        self.buttons["png"].filename = self._filename(plan.view, plan.range, "png")
         return io.BytesIO(png)
+
+
+def stamp_text(plan: RefreshPlan, symbol: str = "") -> str:
+    """The PNG's title stamp: ``BTCUSDT · usdm · 2020-02-22 00:00:00 UTC → 2020-02-22 00:30:00 UTC · source: …``."""
+    start, end = plan.range
+    parts = [plan.symbol or symbol or "?"]
+    if plan.market:
+        parts.append(plan.market)
+    parts.append(f"{_fmt.utc(start, False)} → {_fmt.utc(end, False)}")
+    if plan.source:
+        parts.append(f"source: {plan.source}")
+    return " · ".join(parts)
+
+
+def for_export(model, stamp: str) -> None:
+    """Make a standalone copy of the chart look like the screen, for a picture: no toolbar on any figure, and the
+    title stamp above the first figure (the profile, its labels and legends stay where the screen has them)."""
+    from bokeh.models import Plot, Title
+
+    plots = list(model.select({"type": Plot}))
+    for p in plots:
+        p.toolbar_location = None
+    if plots:
+        main = next((p for p in plots if p.name in ("price_chart", "footprint_chart")), plots[0])
+        theme = "light" if main.background_fill_color == "#ffffff" else "dark"
+        main.add_layout(Title(text=stamp, text_font_size="12px", text_color=THEMES[theme]["text"], align="left",
+                              name="export_stamp"), "above")
 
 
 class _NoCallbackWarning(logging.Filter):
@@ -228,4 +302,5 @@ def _standalone_copy(model):
     return doc.get_model_by_id(item["root_id"])
 
 
-__all__ = ["BUTTONS", "PNG_SIZE", "TABLE_FORMATS", "Downloads", "NothingToDownload", "key_levels"]
+__all__ = ["BUTTONS", "PNG_SIZE", "TABLE_FORMATS", "Downloads", "NothingToDownload", "for_export", "key_levels",
+           "stamp_text"]

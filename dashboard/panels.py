@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import time
 
 import numpy as np
 import pandas as pd
+import panel as pn
+import param
+from panel.viewable import Viewer
 
 from . import fmt
+from .data import liquidations_view, shared, tape_rows
+from .settings import DashboardSettings
 from .theme import THEMES
 
 
@@ -27,10 +33,12 @@ class HtmlBox:
 
     def __init__(self, text: str = "", css: str = "", name: str | None = None, sizing_mode: str = "stretch_width",
                  styles: dict | None = None, **pane_kw):
-        import panel as pn
         from bokeh.models import Div
 
-        self.div = Div(text=text, name=name, sizing_mode=sizing_mode, styles=styles or {})
+        # The Div carries the style sheet itself too: without a design (the embed view, no template) Panel does
+        # not pass the pane's stylesheets on, and the status line wrapped in the page's default font.
+        self.div = Div(text=text, name=name, sizing_mode=sizing_mode, styles=styles or {},
+                       stylesheets=[css] if css else [])
         # Panel gives the model of a Bokeh pane the pane's stylesheets (plus its design's), replacing the model's own
         self.pane = pn.pane.Bokeh(self.div, sizing_mode=sizing_mode, stylesheets=[css] if css else [], **pane_kw)
 
@@ -112,3 +120,72 @@ def liquidations_html(liq: pd.DataFrame, tick: float, theme: str = "dark", min_n
     return (head + summary + '<table class="fl-table fl-liqs"><thead><tr><th>time</th><th>liquidated</th>'
             '<th class="r">price</th><th class="r">qty</th><th class="r">notional</th></tr></thead><tbody>'
             + "".join(body) + "</tbody></table>" + note)
+
+
+#: Rows of the time & sales tape, and the shortest interval between two updates of the side panels (s).
+TAPE_ROWS, SIDE_MIN_S = 22, 0.5
+
+
+#: On a phone (the panels under the chart) the tape keeps a readable height instead of stretching.
+SIDE_CSS = """
+@media (max-width: 767.98px) {
+  :host { height: auto !important; }
+  .fl-tape-box { height: 420px !important; flex: 0 0 auto !important; }
+}
+"""
+
+
+class SidePanels(Viewer):
+    """Liquidations (with min-notional filter and the Binance note) over the time & sales tape, beside the chart.
+
+    :meth:`update` also sets the chart's liquidation markers (embedded pages too, which
+    show no side panels). The tables are rebuilt at most every :data:`SIDE_MIN_S`
+    seconds unless a filter changed; their HTML is shared by the process's sessions.
+    """
+
+    settings = param.ClassSelector(class_=DashboardSettings, doc="The viewer's settings (filters, embed).")
+    theme = param.Selector(default="dark", objects=list(THEMES), doc="Colour theme of the tables.")
+
+    def __init__(self, css: str, **params):
+        super().__init__(**params)
+        self.tape = HtmlBox("", css, name="tape", sizing_mode="stretch_both", styles={"overflow-y": "auto"},
+                            css_classes=["fl-tape-box"])
+        self.liqs = HtmlBox("", css, name="liquidations", styles={"overflow-y": "auto", "max-height": "360px"})
+        self._seen = None
+        self._at = 0.0
+
+    def update(self, snap, tick: float, rng: tuple[int, int], chart) -> None:
+        """Show the liquidations of ``rng`` on ``chart`` (a PriceChart) and refresh the tables (throttled)."""
+        s = self.settings
+        liq = getattr(snap, "liquidations", None)
+        liq_id = (id(liq), len(liq)) if liq is not None else None
+        start, end = rng
+        lkey = ("liq", snap.symbol, liq_id, start, end, float(s.liq_min_notional))
+        lv = shared(lkey, lambda: liquidations_view(liq, snap.symbol, start, end, s.liq_min_notional))
+        chart.update_liquidations(lv)
+        if s.embed:
+            return
+        key = (snap.symbol, snap.version, lkey, float(s.tape_min_size), self.theme)
+        now = time.monotonic()
+        settings_changed = key[2:] != (self._seen or (None,) * 5)[2:]
+        if key == self._seen or (not settings_changed and now - self._at < SIDE_MIN_S):
+            return
+        self._seen, self._at = key, now
+        theme, min_size, min_notional = self.theme, s.tape_min_size, s.liq_min_notional
+        tk = ("tape_html", snap.symbol, snap.version, float(min_size), theme, tick)
+        self.tape.object = shared(tk, lambda: tape_html(tape_rows(snap.trades, min_size, n=TAPE_ROWS), tick,
+                                                         theme, min_size))
+        self.liqs.object = shared(("liq_html", lkey, theme, tick),
+                                  lambda: liquidations_html(lv, tick, theme, min_notional))
+
+    def __panel__(self) -> pn.Column:
+        s = self.settings
+        W = pn.widgets
+        return pn.Column(
+            W.FloatInput.from_param(s.param.liq_min_notional, label="Min liquidation notional", width=170),
+            self.liqs.pane,
+            W.FloatInput.from_param(s.param.tape_min_size, label="Min trade size (tape)", width=170),
+            self.tape.pane,
+            width=330, sizing_mode="stretch_height", name="side", css_classes=["fl-side"],
+            stylesheets=[SIDE_CSS],
+        )

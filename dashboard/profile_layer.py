@@ -1,14 +1,30 @@
 """The VPVR drawn on the right edge of a price figure: bars, POC/VAH/VAL, percentiles, highlight.
 
-The profile lives in its own x range ``"vp"`` fixed to ``[0, 1]`` laid over the
-price figure, so the bars stay anchored to the right edge whatever the time
-axis shows: the profile area is ``[1 - W, 1]`` where ``W`` is the max bar
-width (a share of the plot width).
+The profile lives in its own x range ``"vp"`` pinned to ``[0, 1]`` across the plot
+frame, in screen space: the pan, wheel-zoom and reset tools move every x range of
+a frame (BokehJS ``PanToolView._update``, ``WheelZoomToolView.zoom``), and
+``bounds=(0, 1)`` with ``min_interval = max_interval = 1`` would freeze the wheel
+zoom of the time axis too (BokehJS applies one shared weight to all ranges while
+zooming), so a browser-side callback puts ``vp`` back at ``[0, 1]`` whenever a tool
+moved it (:data:`PIN_JS`, before the next paint). The profile area is the right
+strip ``[1 - W, 1]`` where ``W`` is the max bar width (a share of the plot width);
+the bars lie over the candles (which the page may dim).
 
-:func:`profile_columns` turns a :class:`compute.result.ProfileResult` into the
-column dict of the profile ColumnDataSource for one mode; it is a pure
-function of the (shared) result and a few settings, so the page memoises it
-per process (:func:`dashboard.data.shared`). :class:`ProfileLayer` owns the
+The level labels (POC, VAH, VAL, the percentiles, the developing POC/VAH/VAL, the
+split halves' POCs) are :class:`~bokeh.models.Label` annotations in one column at
+the frame's right edge. Where they would collide they are nudged apart vertically
+in the browser (:data:`LAYOUT_JS`: clusters of overlapping labels are centred on their
+prices and kept inside the frame, with a minimum gap of :data:`LABEL_GAP_PX`), from
+the y range and the frame's height at every repaint; the hook that runs it is the
+price axis's tick formatter, which BokehJS calls on every repaint (first render,
+range changes, resizes). Those browser-side values are never sent back to the server
+(``syncable=False``).
+
+:func:`profile_columns` (in :mod:`dashboard.profile_bars`, importable from
+here) turns a :class:`compute.result.ProfileResult` into the column dict of the
+profile ColumnDataSource for one mode; it is a pure function of the (shared)
+result and a few settings, so the page memoises it per process
+(:func:`dashboard.data.shared`). :class:`ProfileLayer` owns the
 ColumnDataSources (one set per session) and attaches renderers to one or
 more figures (the candle chart and the footprint), all fed by the same sources.
 
@@ -27,189 +43,218 @@ the row's dominant side, so colour is never needed to tell them apart.
 from __future__ import annotations
 
 import numpy as np
-from bokeh.models import ColumnDataSource, HoverTool, Label, Range1d, Span
+import param
+from bokeh.core.properties import value
+from bokeh.models import ColumnDataSource, CustomJS, CustomJSTickFormatter, HoverTool, Label, Range1d, Span, Title
 
 from . import fmt
-from .theme import HEAT, THEMES, colours, delta_palette, recency_palette
-
-PROFILE_COLUMNS = (
-    "y", "h", "price_low", "price_high", "volume", "buy", "sell", "delta", "trades", "buy_pct", "sell_pct",
-    "a0", "a1", "b0", "b1", "ca", "cb", "alpha", "a1_buy", "a1_sell", "b1_buy", "b1_sell", "m1", "m2",
+from .profile_bars import (
+    BUY_HATCH,
+    PERCENTILE_COLUMNS,
+    PROFILE_COLUMNS,
+    SELL_HATCH,
+    SPLIT_COLUMNS,
+    profile_columns,
+    signed_strength,
+    tooltips,
 )
-SPLIT_COLUMNS = ("x0", "x1", "y", "colour", "text", "tx")
-PERCENTILE_COLUMNS = ("y", "text", "tx")
-BUY_HATCH, SELL_HATCH = "/", "\\"
+from .sources import empty, update_source
+from .theme import THEMES
+
+#: What callers import from here (the columns transform moved to :mod:`dashboard.profile_bars`).
+__all__ = [
+    "BUY_HATCH", "PERCENTILE_COLUMNS", "PROFILE_COLUMNS", "SELL_HATCH", "SPLIT_COLUMNS", "ProfileLayer",
+    "profile_columns", "signed_strength", "tooltips",
+]
 
 
-def _empty(cols) -> dict:
-    return {c: [] for c in cols}
+#: Label box height (px) at the labels' 11 px font with 2 px padding, and the least gap between two boxes.
+LABEL_HEIGHT_PX, LABEL_GAP_PX = 17, 3
+#: Percentile labels kept per figure (the settings allow at most 9 percentile lines).
+MAX_PERCENTILE_LABELS = 9
+#: Distance (px) of the label column from the frame's right edge.
+LABEL_INSET_PX = 4
 
+#: Puts an x range back at [0, 1] whenever a tool moved it (args: none; the range is ``cb_obj``).
+PIN_JS = "if (cb_obj.start !== 0 || cb_obj.end !== 1) { cb_obj.setv({start: 0, end: 1}); }"
 
-def _side_hatch(delta: np.ndarray) -> list[str]:
-    return np.where(delta > 0, BUY_HATCH, np.where(delta < 0, SELL_HATCH, " ")).tolist()
-
-
-def signed_strength(delta: np.ndarray, max_abs: float) -> np.ndarray:
-    """Delta intensity in [-1, 1]: ``sign(d) * sqrt(|d| / max|d|)`` (square root so moderate rows still show colour)."""
-    d = np.asarray(delta, dtype=np.float64)
-    if not max_abs > 0:
-        return np.zeros_like(d)
-    return np.sign(d) * np.sqrt(np.abs(d) / max_abs)
-
-
-def profile_columns(res, mode: str, width: float, theme: str) -> tuple[dict, dict]:
-    """Columns of the profile source (:data:`PROFILE_COLUMNS`) and of the split-POC source.
-
-    ``res``: a ProfileResult of kind ``volume`` (modes buysell/delta/heatmap), ``recency``,
-    ``tpo`` or ``split``. ``width``: the profile area's share of the plot width (0-1).
-    Bar extents ``a0..a1`` and ``b0..b1`` are in the ``vp`` range (0-1). Colours are
-    ``#rrggbb`` strings; ``alpha`` is 0.9 inside the value area and 0.45 outside.
-    ``m1``/``m2`` are the mode's own numbers for the tooltip (TPO count, weighted volume,
-    first/second-half volume). Hatching (drawn by overlays when it is on) is given as right
-    edges per pattern: ``a1_buy`` is ``a1`` where bar a is hatched ``/`` (buy) and ``a0`` (no
-    width) elsewhere; likewise ``a1_sell`` (``\\``), ``b1_buy``, ``b1_sell``. Returns ``(profile, split)``.
-    """
-    th = THEMES[theme]
-    vol = np.asarray(res.volume, dtype=np.float64)
-    buy = np.asarray(res.buy, dtype=np.float64)
-    sell = np.asarray(res.sell, dtype=np.float64)
-    delta = buy - sell
-    low = np.asarray(res.price_low, dtype=np.float64)
-    rs = float(res.row_size)
-    n = len(vol)
-    right = np.ones(n)
-    idx = np.arange(n)
-    in_va = (idx >= res.va_lo) & (idx <= res.va_hi)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        buy_pct = np.where(vol > 0, buy / vol * 100, 0.0)
-    m1 = np.zeros(n)
-    m2 = np.zeros(n)
-    split = _empty(SPLIT_COLUMNS)
-    side_hatch = _side_hatch(delta)
-    blank = [" "] * n
-
-    def scale(measure):
-        mx = float(np.max(measure)) if n else 0.0
-        return width / mx if mx > 0 else 0.0
-
-    if mode == "buysell":
-        s = scale(vol)
-        a0, a1 = 1 - vol * s, 1 - sell * s
-        b0, b1 = a1, right
-        ca, cb = [th["buy"]] * n, [th["sell"]] * n
-        ha, hb = [BUY_HATCH] * n, [SELL_HATCH] * n
-    elif mode == "split":
-        cols = res.columns
-        fv, sv = np.asarray(cols["first_volume"]), np.asarray(cols["second_volume"])
-        m1, m2 = fv, sv
-        half = width / 2
-        c = 1 - half
-        mx = max(float(fv.max()) if n else 0.0, float(sv.max()) if n else 0.0)
-        s = half / mx if mx > 0 else 0.0
-        a0, a1 = c - fv * s, np.full(n, c)
-        b0, b1 = np.full(n, c), c + sv * s
-        ca, cb = [th["first"]] * n, [th["second"]] * n
-        ha = _side_hatch(np.asarray(cols["first_delta"]))
-        hb = _side_hatch(np.asarray(cols["second_delta"]))
-        x0s, x1s, ys, texts, cs, txs = [], [], [], [], [], []
-        for part, lo_x, hi_x, name, colour in ((res.first, c - half, c, "1st", th["first"]),
-                                               (res.second, c, c + half, "2nd", th["second"])):
-            if part is None:
-                continue
-            x0s.append(lo_x)
-            x1s.append(hi_x)
-            ys.append(float(part.poc))
-            cs.append(colour)
-            texts.append(f"{name} POC {fmt.price(part.poc, res.tick)}")
-            txs.append(lo_x + 0.004 if name == "2nd" else hi_x - 0.004)
-        split = {"x0": x0s, "x1": x1s, "y": ys, "colour": cs, "text": texts, "tx": txs}
-    else:
-        if mode == "recency":
-            measure = np.asarray(res.columns["weighted_volume"], dtype=np.float64)
-            mt = np.asarray(res.columns["mean_time"], dtype=np.float64)
-            span = max(float(res.end - res.start), 1.0)
-            ca = colours(recency_palette(theme), (mt - res.start) / span)
-            m1 = measure
-        elif mode == "tpo":
-            measure = np.asarray(res.columns["tpo"], dtype=np.float64)
-            ca = [th["tpo"]] * n
-            m1 = measure
-        elif mode == "delta":
-            measure = vol
-            mx = float(np.abs(delta).max()) if n else 0.0
-            ca = colours(delta_palette(theme), 0.5 + 0.5 * signed_strength(delta, mx))
-        elif mode == "heatmap":
-            measure = vol
-            mx = float(vol.max()) if n else 0.0
-            ca = colours(HEAT, vol / mx if mx > 0 else vol * 0)
-        else:
-            raise ValueError(f"unknown profile mode {mode!r}")
-        s = scale(measure)
-        a0, a1 = 1 - measure * s, right
-        b0 = b1 = right
-        cb = ca
-        ha, hb = side_hatch, blank
-    a0, a1, b0, b1 = (np.asarray(v, dtype=np.float64) for v in (a0, a1, b0, b1))
-    ha, hb = np.asarray(ha), np.asarray(hb)
-    prof = {
-        "a1_buy": np.where(ha == BUY_HATCH, a1, a0), "a1_sell": np.where(ha == SELL_HATCH, a1, a0),
-        "b1_buy": np.where(hb == BUY_HATCH, b1, b0), "b1_sell": np.where(hb == SELL_HATCH, b1, b0),
-        "y": low + rs / 2, "h": np.full(n, rs * 0.9), "price_low": low, "price_high": low + rs,
-        "volume": vol, "buy": buy, "sell": sell, "delta": delta,
-        "trades": np.asarray(res.trades_per_row, dtype=np.int64), "buy_pct": buy_pct, "sell_pct": 100.0 - buy_pct,
-        "a0": np.asarray(a0, dtype=np.float64), "a1": np.asarray(a1, dtype=np.float64),
-        "b0": np.asarray(b0, dtype=np.float64), "b1": np.asarray(b1, dtype=np.float64),
-        "ca": list(ca), "cb": list(cb), "alpha": np.where(in_va, 0.9, 0.45),
-        "m1": np.asarray(m1, dtype=np.float64), "m2": np.asarray(m2, dtype=np.float64),
+#: The price axis's tick formatter: formats a price with ``decimals`` and, once per repaint, schedules the
+#: screen-space layout of the figure's labels, TPO letters and legend (see the module docstring).
+LAYOUT_JS = """
+const out = tick.toLocaleString('en-US', {minimumFractionDigits: decimals, maximumFractionDigits: decimals});
+if (fig.__fl_schedule == null) {
+const run = () => {
+  const view = (window.Bokeh && Bokeh.index) ? Bokeh.index.find_one(fig) : null;
+  if (view == null) return;
+  const frame = view.frame, box = frame.bbox, ys = frame.y_scale;
+  // 1. the label column: sorted by price, overlapping boxes merged into clusters centred on their prices
+  const top = box.top + 1, bottom = box.bottom - 1;
+  const items = [];
+  let H = label_h;  // the tallest drawn label box (measured by its view once it has been drawn)
+  for (const lab of labels) {
+    if (!lab.visible || lab.y == null || !isFinite(lab.y) || !lab.text) continue;
+    items.push({lab: lab, want: ys.compute(lab.y)});
+    const lv = Bokeh.index.find_one(lab);
+    if (lv != null && lv._rect != null) H = Math.max(H, Math.ceil(lv._rect.height));
+  }
+  const step = H + gap;
+  items.sort((a, b) => a.want - b.want);
+  let cl = items.map((it) => ({items: [it], top: it.want - H / 2}));
+  const fit = (c) => {
+    const n = c.items.length;
+    const mean = c.items.reduce((s, it) => s + it.want, 0) / n;
+    c.top = mean - (n * step - gap) / 2;
+    c.top = Math.max(top, Math.min(c.top, bottom - (n * step - gap)));
+  };
+  cl.forEach(fit);
+  for (let merged = true; merged;) {
+    merged = false;
+    for (let i = 1; i < cl.length; i++) {
+      const a = cl[i - 1], b = cl[i];
+      if (b.top < a.top + a.items.length * step) {
+        const c = {items: a.items.concat(b.items), top: 0};
+        fit(c);
+        cl.splice(i - 1, 2, c);
+        merged = true;
+        break;
+      }
     }
-    return prof, split
+  }
+  for (const c of cl) {
+    c.items.forEach((it, k) => {
+      const at = c.top + k * step + H / 2;
+      const off = Math.round((it.want - at) * 10) / 10;
+      if (Math.abs(it.lab.y_offset - off) > 0.05) it.lab.y_offset = off;
+    });
+  }
+  // 2. TPO letters: shown where a row is tall enough and each letter has room in its bar
+  if (letters != null) {
+    const d = letters.data_source.data;
+    const txt = d.letters || [];
+    let show = false;
+    if (txt.length && txt.some((t) => t)) {
+      const rowpx = Math.abs(ys.compute(d.y[0] + d.h[0] / 0.9) - ys.compute(d.y[0]));
+      let perletter = Infinity;
+      for (let i = 0; i < txt.length; i++) {
+        if (txt[i]) perletter = Math.min(perletter, (d.a1[i] - d.a0[i]) * box.width / txt[i].length);
+      }
+      show = rowpx >= 9 && perletter >= 5.5;
+    }
+    if (letters.visible !== show) letters.visible = show;
+  }
+  // 3. legend marks placed in pixels from the frame's top left (x in the pinned "vp" range, y in "frac")
+  if (legend != null) {
+    const d = legend.data;
+    const n = (d.px || []).length;
+    const x = new Array(n), y = new Array(n);
+    for (let i = 0; i < n; i++) { x[i] = d.px[i] / box.width; y[i] = 1 - d.py[i] / box.height; }
+    const same = (a, b) => a != null && a.length === b.length && Array.from(a).every((v, i) => Math.abs(v - b[i]) < 1e-9);
+    if (!same(d.x, x) || !same(d.y, y)) legend.data = Object.assign({}, d, {x: x, y: y});
+  }
+};
+fig.__fl_run = run;  // (also called by the browser tests, to read a laid-out state at once)
+// at most one layout per animation frame, after any change of what it depends on
+fig.__fl_schedule = () => {
+  if (fig.__fl_pending) return;
+  fig.__fl_pending = true;
+  requestAnimationFrame(() => { fig.__fl_pending = false; run(); });
+};
+for (const m of [...labels, fig.y_range, letters, letters && letters.data_source, legend]) {
+  if (m != null) m.change.connect(fig.__fl_schedule);
+}
+}
+if (index === 0) fig.__fl_schedule();  // every repaint of the axis (first render, ranges, resizes)
+return out;
+"""
 
 
-def tooltips(mode: str, decimals: int) -> list[tuple[str, str]]:
-    """Hover rows for a profile bar: price range, total, buy (%), sell (%), delta, trades (+ the mode's own)."""
-    p = "0,0." + "0" * decimals if decimals else "0,0"
-    rows = [
-        ("price", f"@price_low{{{p}}} – @price_high{{{p}}}"),
-        ("total", "@volume{0,0.[000]}"),
-        ("buy", "@buy{0,0.[000]} (@buy_pct{0.0} %)"),
-        ("sell", "@sell{0,0.[000]} (@sell_pct{0.0} %)"),
-        ("delta", "@delta{+0,0.[000]}"),
-        ("trades", "@trades{0,0}"),
-    ]
-    if mode == "tpo":
-        rows.append(("TPO count", "@m1{0,0}"))
-    elif mode == "recency":
-        rows.append(("weighted vol", "@m1{0,0.[000]}"))
-    elif mode == "split":
-        rows += [("1st half", "@m1{0,0.[000]}"), ("2nd half", "@m2{0,0.[000]}")]
-    return rows
+def pinned_range(name: str) -> Range1d:
+    """An x range fixed to ``[0, 1]`` across the frame (the pan, zoom and reset tools cannot move it)."""
+    r = Range1d(0, 1, name=name, syncable=False)
+    cb = CustomJS(code=PIN_JS)
+    r.js_on_change("start", cb)
+    r.js_on_change("end", cb)
+    return r
 
 
-class ProfileLayer:
+class ProfileLayer(param.Parameterized):
     """The sources of one session's profile, and the renderers it adds to price figures.
 
-    Sources (Bokeh names in parentheses): ``source`` (``profile``) the rows,
-    ``split_source`` the halves' POC marks, ``percentile_source`` the percentile
-    lines, ``highlight`` (``highlight``) the clicked price band ``y0``/``y1``
-    (empty = none).
+    Made as before with ``ProfileLayer(theme)``. Sources (Bokeh names in parentheses):
+    ``source`` (``profile``) the rows, ``split_source`` the halves' POC marks,
+    ``percentile_source`` the percentile lines, ``highlight`` (``highlight``) the
+    clicked price band ``y0``/``y1`` (empty = none). :attr:`theme` is the colour dict of
+    :data:`dashboard.theme.THEMES` for :attr:`theme_name`.
     """
 
-    def __init__(self, theme: str = "dark"):
-        self.theme_name = theme
-        self.theme = THEMES[theme]
-        self.width = 0.25
-        self.source = ColumnDataSource(_empty(PROFILE_COLUMNS), name="profile")
-        self.split_source = ColumnDataSource(_empty(SPLIT_COLUMNS), name="split_poc")
-        self.percentile_source = ColumnDataSource(_empty(PERCENTILE_COLUMNS), name="percentiles")
+    theme_name = param.Selector(default="dark", objects=list(THEMES), constant=True,
+                                doc="Colour theme of the renderers (the constructor's ``theme``), fixed once built.")
+    width = param.Number(default=0.25, doc="The longest bar's share of the plot width (the page's max_width): "
+                                           "the right strip the profile fills; the columns are computed with the "
+                                           "same width.")
+
+    def __init__(self, theme: str = "dark", **params):
+        colours = THEMES[theme]
+        super().__init__(theme_name=theme, **params)
+        self.theme = colours
+        self.source = ColumnDataSource(empty(PROFILE_COLUMNS), name="profile")
+        self.split_source = ColumnDataSource(empty(SPLIT_COLUMNS), name="split_poc")
+        self.percentile_source = ColumnDataSource(empty(PERCENTILE_COLUMNS), name="percentiles")
         self.highlight = ColumnDataSource({"y0": [], "y1": []}, name="highlight")
         self.figures: list[dict] = []
+        self._decimals = 2
 
-    def attach(self, fig, prefix: str = "") -> dict:
-        """Add the profile renderers and annotations to ``fig``; model names get ``prefix``."""
+    def attach(self, fig, prefix: str = "", percentile_spans: bool = True) -> dict:
+        """Add the profile renderers and annotations to ``fig``; model names get ``prefix``.
+
+        ``percentile_spans``: the percentile lines cross the whole plot (else only the
+        profile's strip, so they are not drawn over a footprint's cells). The figure's
+        price axis gets the formatter that also lays the labels out (:data:`LAYOUT_JS`).
+
+        Returns the figure's parts (also kept in :attr:`figures`): ``fig``, ``bars`` (a, b),
+        ``hatches``, ``hover``, ``spans`` / ``labels`` (``poc``, ``vah``, ``val``), ``dev_labels``
+        (``dpoc``, ``dvah``, ``dval``), ``pct_labels`` and ``split_labels`` (lists), ``letters``
+        (the TPO letters' renderer), ``va``, ``strip`` and ``formatter``.
+        """
+        fig.extra_x_ranges = {**fig.extra_x_ranges, "vp": pinned_range(f"{prefix}vp_range")}
         th = self.theme
-        fig.extra_x_ranges = {**fig.extra_x_ranges, "vp": Range1d(0, 1, name=f"{prefix}vp_range")}
         strip = fig.hstrip(y0="y0", y1="y1", source=self.highlight, fill_color=th["highlight"], fill_alpha=0.3,
                            line_color=th["highlight"], line_alpha=0.7, line_width=1, name=f"{prefix}highlight_band")
+        bars, hatches, hover = self._add_bars(fig, prefix)
+        letters = fig.text(x="a0", y="y", text="letters", source=self.source, x_range_name="vp",
+                           text_font=value("monospace"), text_font_size="9px", text_color=th["text"], text_alpha=0.85,
+                           text_align="left", text_baseline="middle", x_offset=1, visible=False, syncable=False,
+                           name=f"{prefix}tpo_letters")
+        self._add_marks(fig, percentile_spans)
+        spans, labels, va = self._add_levels(fig, prefix)
+        dev_labels = {k: self._label(f"{prefix}{k}_label", th["dev_poc" if k == "dpoc" else f"dev_{k[1:]}"])
+                      for k in ("dpoc", "dvah", "dval")}
+        pct_labels = [self._label(f"{prefix}pct_label_{i}", th["pct"]) for i in range(MAX_PERCENTILE_LABELS)]
+        split_labels = [self._label(f"{prefix}split_label_{i}", th["first" if i == 0 else "second"])
+                        for i in range(2)]
+        for lab in (*dev_labels.values(), *pct_labels, *split_labels):
+            fig.add_layout(lab)
+        column = [*labels.values(), *dev_labels.values(), *pct_labels, *split_labels]
+        formatter = CustomJSTickFormatter(code=LAYOUT_JS, args=dict(
+            fig=fig, labels=column, letters=letters, legend=None, decimals=self._decimals, label_h=LABEL_HEIGHT_PX,
+            gap=LABEL_GAP_PX))
+        fig.yaxis.formatter = formatter
+        entry = {"fig": fig, "bars": bars, "hatches": hatches, "hover": hover, "spans": spans, "labels": labels,
+                 "dev_labels": dev_labels, "pct_labels": pct_labels, "split_labels": split_labels,
+                 "letters": letters, "va": va, "strip": strip, "formatter": formatter}
+        self.figures.append(entry)
+        return entry
+
+    def _label(self, name: str, colour: str, visible: bool = False) -> Label:
+        """One label of the right-hand column (its ``y_offset`` belongs to the browser's layout)."""
+        return Label(x=1, y=0, x_range_name="vp", x_offset=-LABEL_INSET_PX, text="", text_font_size="11px",
+                     text_align="right", text_baseline="middle", text_color=colour,
+                     background_fill_color=self.theme["bg"], background_fill_alpha=0.8, border_line_color=colour,
+                     border_line_alpha=0.6, padding=2, visible=visible, name=name, syncable=False)
+
+    def _add_bars(self, fig, prefix: str) -> tuple[tuple, list, HoverTool]:
+        """Bars a and b of every row, their hatch overlays (hidden) and their hover tool."""
+        th = self.theme
         kw = dict(source=self.source, y="y", height="h", x_range_name="vp", line_color=None)
         bars_a = fig.hbar(left="a0", right="a1", fill_color="ca", fill_alpha="alpha", name=f"{prefix}profile_a", **kw)
         bars_b = fig.hbar(left="b0", right="b1", fill_color="cb", fill_alpha="alpha", name=f"{prefix}profile_b", **kw)
@@ -227,14 +272,27 @@ class ProfileLayer:
         hover = HoverTool(renderers=[bars_a, bars_b], tooltips=tooltips("buysell", 2), point_policy="follow_mouse",
                           name=f"{prefix}profile_hover")
         fig.add_tools(hover)
+        return (bars_a, bars_b), hatches, hover
+
+    def _add_marks(self, fig, percentile_spans: bool) -> None:
+        """The split halves' POC marks and the percentile lines (their labels are in the column)."""
+        th = self.theme
         fig.segment(x0="x0", x1="x1", y0="y", y1="y", source=self.split_source, x_range_name="vp",
                     line_color="colour", line_width=2)
-        fig.text(x="tx", y="y", text="text", source=self.split_source, x_range_name="vp", text_font_size="10px",
-                 text_color=th["poc"], text_baseline="bottom", text_align="right")
-        fig.hspan(y="y", source=self.percentile_source, line_color=th["pct"], line_dash="dotted", line_width=1,
-                  line_alpha=0.8)
-        fig.text(x="tx", y="y", text="text", source=self.percentile_source, x_range_name="vp", text_font_size="10px",
-                 text_color=th["pct"], text_baseline="bottom", text_align="left")
+        if percentile_spans:
+            fig.hspan(y="y", source=self.percentile_source, line_color=th["pct"], line_dash="dotted", line_width=1,
+                      line_alpha=0.8)
+        else:  # over the profile's strip only
+            fig.segment(x0="sx0", x1=1, y0="y", y1="y", source=self.percentile_source, x_range_name="vp",
+                        line_color=th["pct"], line_dash="dotted", line_width=1, line_alpha=0.8)
+
+    def _add_levels(self, fig, prefix: str) -> tuple[dict, dict, Title]:
+        """The POC/VAH/VAL lines and labels (hidden until :meth:`set_levels`) and the value-area summary.
+
+        The summary is the figure's title, above the frame's top left corner (beside the toolbar),
+        where it covers neither candles nor footprint cells.
+        """
+        th = self.theme
         spans = {
             "poc": Span(location=None, dimension="width", line_color=th["poc"], line_width=2, name=f"{prefix}poc_line"),
             "vah": Span(location=None, dimension="width", line_color=th["va"], line_width=1, line_dash="dashed",
@@ -242,24 +300,15 @@ class ProfileLayer:
             "val": Span(location=None, dimension="width", line_color=th["va"], line_width=1, line_dash="dashed",
                         name=f"{prefix}val_line"),
         }
-        baselines = {"poc": "middle", "vah": "bottom", "val": "top"}
-        labels = {
-            k: Label(x=0, y=0, x_range_name="vp", text="", text_font_size="11px", text_align="right",
-                     text_baseline=baselines[k], text_color=s.line_color, background_fill_color=th["bg"],
-                     background_fill_alpha=0.75, visible=False, name=f"{prefix}{k}_label", padding=2)
-            for k, s in spans.items()
-        }
-        va = Label(x=8, y=8, x_units="screen", y_units="screen", text="", text_font_size="11px",
-                   text_color=th["va"], background_fill_color=th["bg"], background_fill_alpha=0.75, visible=False,
-                   name=f"{prefix}va_label", padding=3)
+        labels = {k: self._label(f"{prefix}{k}_label", s.line_color) for k, s in spans.items()}
+        # the figure's title, which Bokeh draws beside the toolbar (annotations are clipped to the frame)
+        va = Title(text="", text_font_size="11px", text_font_style="normal", text_color=th["va"], align="left",
+                   standoff=2, visible=False, name=f"{prefix}va_label")
         for k in spans:
             fig.add_layout(spans[k])
             fig.add_layout(labels[k])
-        fig.add_layout(va)
-        entry = {"fig": fig, "bars": (bars_a, bars_b), "hatches": hatches, "hover": hover, "spans": spans, "labels": labels, "va": va,
-                 "strip": strip}
-        self.figures.append(entry)
-        return entry
+        fig.title = va
+        return spans, labels, va
 
     # -- updates ----------------------------------------------------------------------
     def set_mode_style(self, mode: str, decimals: int) -> None:
@@ -267,6 +316,20 @@ class ProfileLayer:
             tips = tooltips(mode, decimals)
             if f["hover"].tooltips != tips:
                 f["hover"].tooltips = tips
+
+    def set_decimals(self, decimals: int) -> None:
+        """Prices on the figures' axes with the symbol's decimals."""
+        self._decimals = int(decimals)
+        for f in self.figures:
+            if f["formatter"].args.get("decimals") != decimals:
+                f["formatter"].args = {**f["formatter"].args, "decimals": int(decimals)}
+
+    def set_legend(self, fig, source: ColumnDataSource) -> None:
+        """Marks whose ``px``/``py`` (pixels from the frame's top left) the browser turns into ``x``/``y``
+        (the pinned ``vp`` range and a fixed ``[0, 1]`` y range) at every repaint."""
+        for f in self.figures:
+            if f["fig"] is fig:
+                f["formatter"].args = {**f["formatter"].args, "legend": source}
 
     def set_visible(self, show: bool, hatch: bool) -> None:
         """Show or hide the bars, and their hatch overlays."""
@@ -280,89 +343,89 @@ class ProfileLayer:
 
     def clear(self) -> None:
         if len(self.source.data["y"]):
-            self.source.data = _empty(PROFILE_COLUMNS)
+            self.source.data = empty(PROFILE_COLUMNS)
         if len(self.split_source.data["y"]):
-            self.split_source.data = _empty(SPLIT_COLUMNS)
+            self.split_source.data = empty(SPLIT_COLUMNS)
         if len(self.percentile_source.data["y"]):
-            self.percentile_source.data = _empty(PERCENTILE_COLUMNS)
+            self.percentile_source.data = empty(PERCENTILE_COLUMNS)
         for f in self.figures:
             for k in f["spans"]:
                 f["spans"][k].location = None
                 f["labels"][k].visible = False
+            for lab in (*f["pct_labels"], *f["split_labels"]):
+                if lab.visible:
+                    lab.visible = False
             f["va"].visible = False
 
     def set_columns(self, prof: dict, split: dict) -> None:
         """Replace the rows; when the row count is unchanged only changed columns are sent."""
-        _update_source(self.source, prof)
-        _update_source(self.split_source, split)
+        update_source(self.source, prof)
+        update_source(self.split_source, split)
+        for f in self.figures:
+            for i, lab in enumerate(f["split_labels"]):
+                if i < len(split["y"]):
+                    lab.update(y=float(split["y"][i]), text=split["text"][i], visible=True)
+                elif lab.visible:
+                    lab.visible = False
 
-    def set_levels(self, res, tick: float, y_span: float) -> dict:
-        """POC/VAH/VAL lines and labels, the VA summary and the percentile lines; returns the label texts."""
-        idx = res.poc_idx
-        vol = res.volume
-        delta = res.delta
+    def set_levels(self, res, tick: float, y_span: float | None = None) -> dict:
+        """POC/VAH/VAL lines and labels, the VA summary and the percentile lines; returns the label texts.
+
+        The POC label names the POC row's own measure (:func:`poc_text`: ``TPO n`` for a TPO
+        profile). ``y_span`` is no longer used: the browser keeps the labels apart.
+        """
         texts = {
-            "poc": fmt.poc_label(res.poc, float(vol[idx]), float(delta[idx]), tick),
+            "poc": poc_text(res, tick),
             "vah": fmt.va_edge_label("VAH", res.vah, res.value_area, tick),
             "val": fmt.va_edge_label("VAL", res.val, res.value_area, tick),
         }
-        va_vol = float(np.sum(vol[res.va_lo : res.va_hi + 1]))
+        va_vol = float(np.sum(res.volume[res.va_lo : res.va_hi + 1]))
         va_text = fmt.va_summary(res.vah, res.val, va_vol, tick)
-        x_lab = 1 - self.width - 0.004
-        sep = 0.028 * y_span
-        poc_base = "middle"
-        if res.vah - res.poc < sep:
-            poc_base = "top"
-        elif res.poc - res.val < sep:
-            poc_base = "bottom"
+        if res.kind == "tpo":
+            tpo = np.asarray(res.columns["tpo"])
+            va_text += f" | TPO {int(tpo[res.va_lo : res.va_hi + 1].sum())} of {int(tpo.sum())}"
+        ps = sorted(res.percentiles.items())
+        pct_texts = [fmt.percentile_label(p, v, tick) for p, v in ps]
         for f in self.figures:
             for k, text in texts.items():
                 y = float(getattr(res, k))
                 f["spans"][k].location = y
-                f["labels"][k].update(x=x_lab, y=y, text=text, visible=True,
-                                      **({"text_baseline": poc_base} if k == "poc" else {}))
+                f["labels"][k].update(y=y, text=text, visible=True)
             f["va"].update(text=va_text, visible=True)
-        ps = sorted(res.percentiles.items())
-        _update_source(self.percentile_source, {
-            "y": [float(v) for _, v in ps],
-            "text": [fmt.percentile_label(p, v, tick) for p, v in ps],
-            "tx": [0.003] * len(ps),
+            for i, lab in enumerate(f["pct_labels"]):
+                if i < len(ps):
+                    lab.update(y=float(ps[i][1]), text=pct_texts[i], visible=True)
+                elif lab.visible:
+                    lab.visible = False
+        update_source(self.percentile_source, {
+            "y": [float(v) for _, v in ps], "text": pct_texts, "tx": [1.0] * len(ps),
+            "sx0": [1.0 - float(self.width)] * len(ps),
         })
         return {**texts, "va": va_text}
+
+    def set_developing(self, last: dict | None, tick: float) -> None:
+        """Labels of the developing POC/VAH/VAL at their latest values (``{"poc", "vah", "val"}``; None hides)."""
+        for f in self.figures:
+            for k, lab in f["dev_labels"].items():
+                if last is None or not np.isfinite(last.get(k[1:], np.nan)) or f["fig"].name != "price_chart":
+                    if lab.visible:
+                        lab.visible = False
+                    continue
+                y = float(last[k[1:]])
+                lab.update(y=y, text=f"d{k[1:].upper()} {fmt.price(y, tick)}", visible=True)
 
     def set_highlight(self, band: tuple[float, float] | None) -> None:
         self.highlight.data = {"y0": [band[0]], "y1": [band[1]]} if band else {"y0": [], "y1": []}
 
 
-def _changed_rows(old, new) -> np.ndarray:
-    """Indices of the rows that differ between two equal-length columns (NaN equals NaN)."""
-    a, b = np.asarray(old), np.asarray(new)
-    if a.dtype.kind in "fc" and b.dtype.kind in "fc":
-        same = (a == b) | (np.isnan(a) & np.isnan(b))
-    elif a.dtype.kind in "iub" and b.dtype.kind in "iub":
-        same = a == b
-    else:
-        same = np.asarray(a, dtype=object) == np.asarray(b, dtype=object)
-    return np.flatnonzero(~same)
-
-
-def _own(v):
-    """A copy the session's source owns (the given columns may be shared between sessions)."""
-    return np.array(v) if isinstance(v, np.ndarray) else list(v)
-
-
-def _update_source(src: ColumnDataSource, data: dict) -> None:
-    """Give ``src`` the columns ``data`` as a new dict of its own copies, or send nothing when nothing changed.
-
-    Never a partial update or a row patch: Bokeh serializes a data change when it writes
-    the message, from the source's columns *at that time*, so a later in-place change
-    (``patch``, ``data.update``) can reach the browser inside an earlier message and leave
-    its columns with different lengths (BokehJS "Size mismatch", DataView errors). A dict
-    that is replaced whole and never mutated cannot be torn.
-    """
-    old = src.data
-    n_new = len(next(iter(data.values()))) if data else 0
-    n_old = len(next(iter(old.values()))) if old else 0
-    if n_new == n_old and set(old) == set(data) and not any(len(_changed_rows(old[k], v)) for k, v in data.items()):
-        return
-    src.data = {k: _own(v) for k, v in data.items()}
+def poc_text(res, tick: float) -> str:
+    """The POC label: ``POC 45,135.00 | TPO 14`` for a TPO profile (its POC row's TPO count),
+    ``POC 45,135.00 | wVol 640K | Vol 1.2M`` for a recency profile (the POC row's time-weighted volume, which
+    chose it, then its plain volume), else ``POC 45,135.00 | Vol 1.2M | Δ +15K`` (the POC row's volume and delta)."""
+    i = res.poc_idx
+    if res.kind == "tpo":
+        return f"POC {fmt.price(res.poc, tick)} | TPO {int(np.asarray(res.columns['tpo'])[i])}"
+    if res.kind == "recency":
+        wv = float(np.asarray(res.columns["weighted_volume"])[i])
+        return f"POC {fmt.price(res.poc, tick)} | wVol {fmt.volume(wv)} | Vol {fmt.volume(float(res.volume[i]))}"
+    return fmt.poc_label(res.poc, float(res.volume[i]), float(res.delta[i]), tick)

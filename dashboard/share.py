@@ -4,7 +4,7 @@ A page with the same settings, following the live edge, looks the same in every 
 Each Bokeh session still owns its own document, with its own model ids, so Bokeh
 would apply and serialize every change once per session (about 9 ms of the server's
 loop per session refresh, measured with 20 sessions; see ``benchmarks/bench_load.py``).
-Here, per server process and per :meth:`Dashboard.share_key <dashboard.app.Dashboard.share_key>`:
+Here, per server process and per :meth:`Dashboard.share_key <dashboard.page.Dashboard.share_key>`:
 
 - the **leader** (the first session of the key) refreshes as usual; the ``PATCH-DOC``
   messages of its refresh are serialized once;
@@ -37,8 +37,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import re
 from dataclasses import dataclass, field
+
+from . import bokeh_adapter as bk
+from .bokeh_adapter import FrameMessage, patch_message, seal
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +51,6 @@ MAX_INFLIGHT = 4
 #: sent to a follower). Read by ``/metrics``.
 STATS: collections.Counter = collections.Counter()
 
-_ID = re.compile(r'"id":"(p\d+)"')
-_SIMPLE = re.compile(r"p\d+")
 
 
 def touched_pairs(events) -> list[tuple[object, str]]:
@@ -61,10 +61,6 @@ def touched_pairs(events) -> list[tuple[object, str]]:
         if model is not None and isinstance(attr, str):
             out.append((model, attr))
     return out
-
-
-def _order(model) -> int:
-    return int(model.id[1:])
 
 
 def pair_models(leader_roots, follower_roots) -> dict[str, tuple[object, object]] | None:
@@ -82,60 +78,12 @@ def pair_models(leader_roots, follower_roots) -> dict[str, tuple[object, object]
         return seen
 
     lm, fm = collect(leader_roots), collect(follower_roots)
-    if len(lm) != len(fm) or not all(_SIMPLE.fullmatch(i) for i in (*lm, *fm)):
+    if len(lm) != len(fm) or not all(bk.SIMPLE_ID.fullmatch(i) for i in (*lm, *fm)):
         return None
-    ls, fs = sorted(lm.values(), key=_order), sorted(fm.values(), key=_order)
+    ls, fs = sorted(lm.values(), key=bk.id_order), sorted(fm.values(), key=bk.id_order)
     if any(type(a) is not type(b) or a.name != b.name for a, b in zip(ls, fs, strict=True)):
         return None
     return {a.id: (a, b) for a, b in zip(ls, fs, strict=True)}
-
-
-class FrameMessage:
-    """A serialized Bokeh protocol message without buffers: its three text frames (header, metadata, content).
-
-    Stands in for ``bokeh.protocol.message.Message`` where Bokeh's server sends one
-    (``ServerConnection.send_message`` and the session's pending writes): ``prepare`` does
-    nothing, ``send`` writes the frames under the connection's write lock.
-    """
-
-    def __init__(self, header: str, metadata: str, content: str):
-        self.frames = (header, metadata, content)
-        self._parts: list[str] | None = None
-
-    def with_ids(self, idmap: dict[str, str]) -> FrameMessage:
-        """The same message with model ids replaced (in the content frame)."""
-        if self._parts is None:  # [text, id, text, id, ..., text], split once for every follower
-            self._parts = _ID.split(self.frames[2])
-        parts = self._parts
-        out = [parts[0]]
-        for i in range(1, len(parts), 2):
-            out += ['"id":"', idmap.get(parts[i], parts[i]), '"', parts[i + 1]]
-        return FrameMessage(self.frames[0], self.frames[1], "".join(out))
-
-    def prepare(self) -> None:
-        pass
-
-    async def send(self, conn) -> int:
-        sent = 0
-        with await conn.write_lock.acquire():
-            for payload in self.frames:
-                await conn.write_message(payload, locked=False)
-                sent += len(payload)
-        return sent
-
-
-class _Prebuilt:
-    """Stands in for a Bokeh ``Protocol`` in a pending patch: ``create`` returns the ready message."""
-
-    def __init__(self, message):
-        self._message = message
-
-    def create(self, *_args, **_kw):
-        return self._message
-
-
-def ids_of(message: FrameMessage) -> set[str]:
-    return set(_ID.findall(message.frames[2]))
 
 
 @dataclass(eq=False)
@@ -173,7 +121,7 @@ class ShareGroup:
         self.open = True
 
     def leader_ok(self) -> bool:
-        return self.open and self.leader._connected() and self.leader._doc is not None
+        return self.open and self.leader.link.connected() and self.leader.link.doc is not None
 
     def close(self) -> None:
         """Break the group up: every follower leaves (at its next refresh, which is asked for now)."""
@@ -207,38 +155,38 @@ def join(dash, key, lead: bool = True) -> str:
             return ""
         if group is not None:
             group.close()
-        GROUPS[key] = dash._group = ShareGroup(key, dash)
-        dash._member = None
+        GROUPS[key] = dash.link.group = ShareGroup(key, dash)
+        dash.link.member = None
         return "leader"
     leader = group.leader
-    session, conns = dash._session(), dash._connections()
+    session, conns = dash.link.session(), dash.link.connections()
     pairs = pair_models(leader.share_roots(), dash.share_roots())
     if pairs is None or session is None or not conns:
         return ""
     lid_of = {f.id: lid for lid, (_, f) in pairs.items()}
     state: dict[tuple[str, str], tuple[object, str]] = {}
-    for (mid, attr), (model, _) in leader._touched.items():
+    for (mid, attr), (model, _) in leader.link.touched.items():
         if mid in pairs:
             state[(mid, attr)] = (model, attr)
-    for (fid, attr) in dash._touched:
+    for (fid, attr) in dash.link.touched:
         lid = lid_of.get(fid)
         if lid is not None:
             state[(lid, attr)] = (pairs[lid][0], attr)
     member = Member(dash, {lid: f for lid, (_, f) in pairs.items()}, touched=dict.fromkeys(state))
-    fm = state_message(leader._doc, state.values())
+    fm = state_message(leader.link.doc, state.values())
     if fm is not None:
         if not _mappable(fm, member.idmap):
             return ""
         member.put([fm.with_ids(member.idmap)])
     asyncio.ensure_future(_writer(member, session))
     group.members[id(dash)] = member
-    dash._group, dash._member = group, member
+    dash.link.group, dash.link.member = group, member
     return "follower"
 
 
 def _mappable(fm: FrameMessage, idmap: dict[str, str]) -> bool:
     """True when every model id in the message is one the follower has a pair for."""
-    return ids_of(fm) <= idmap.keys()
+    return fm.ids() <= idmap.keys()
 
 
 def _state_events(doc, pairs) -> list:
@@ -262,8 +210,8 @@ def leave(dash) -> None:
     Call inside the session's locked callback, within a document hold (the events then go
     out as the session's own messages, after any broadcast already queued for it).
     """
-    group, member = dash._group, dash._member
-    dash._group = dash._member = None
+    group, member = dash.link.group, dash.link.member
+    dash.link.group = dash.link.member = None
     if group is None:
         return
     if member is None:  # the leader
@@ -271,85 +219,10 @@ def leave(dash) -> None:
         return
     member.stop()
     group.members.pop(id(dash), None)
-    doc = dash._doc
+    doc = dash.link.doc
     pairs = [(member.models[lid], attr) for lid, attr in member.touched if lid in member.models]
     for ev in _state_events(doc, pairs):
         doc.callbacks.trigger_on_change(ev)
-
-
-def patch_message(doc, events) -> FrameMessage:
-    """One ``PATCH-DOC`` of ``events`` (Bokeh document events of ``doc``, applied in order), with no binary buffer.
-
-    Built as Bokeh's ``patch_doc.create`` builds it, but with one ``Serializer(deferred=False)``:
-    numpy columns go inline (base64, as BokehJS also reads them) instead of one binary
-    websocket frame pair each: 3 frames (header, metadata, content) however many columns
-    and events, where Bokeh sends one message per event and 2 more frames per array. With
-    :func:`seal`, an embedded chart at 20x replay gets 31 frames per second instead of 232
-    (the ``frames/s`` column of ``benchmarks/bench_load.py``). Base64 is 4/3 of the bytes
-    of the arrays it carries.
-    Raises ValueError when ``events`` is empty.
-    """
-    from bokeh.core.serialization import Serializer
-    from bokeh.document.json import PatchJson
-    from bokeh.io.doc import patch_curdoc
-    from bokeh.protocol.messages.patch_doc import patch_doc
-
-    if not events:
-        raise ValueError("PATCH-DOC message requires at least one event")
-    with patch_curdoc(doc):
-        serializer = Serializer(references=doc.models.synced_references, deferred=False)
-        content = PatchJson(events=serializer.encode(events))
-        doc.models.flush_synced(lambda model: not serializer.has_ref(model))  # as patch_doc.create does
-        msg = patch_doc(patch_doc.create_header(), {}, content)
-    return FrameMessage(msg.header_json, msg.metadata_json, msg.content_json)
-
-
-def _data_event(event) -> bool:
-    from bokeh.document.events import ColumnDataChangedEvent, ColumnsPatchedEvent, ColumnsStreamedEvent
-
-    return isinstance(event, ColumnDataChangedEvent | ColumnsPatchedEvent | ColumnsStreamedEvent)
-
-
-def seal(pending: list, n0: int, doc) -> list[FrameMessage] | None:
-    """Serialize the messages Bokeh queued since ``pending[n0]`` now, as few ``PATCH-DOC`` as can be; returns them.
-
-    ``pending`` is a Bokeh ``ServerSession``'s pending writes (``_PendingPatch(event,
-    protocol, connections)``, one per document event), replaced here by one entry per
-    :func:`patch_message`. The events keep their order; a message holds at most one
-    change of column data (``ColumnDataChanged``, ``ColumnsStreamed``, ``ColumnsPatched``)
-    and the other events around it. With two data changes in one message, BokehJS 3.10
-    (which applies a message's events at once and updates each glyph asynchronously)
-    drew text colours of one length against texts of another: "Offset is outside the
-    bounds of the DataView", seen in the footprint view of the browser tests; with one
-    per message it never was. Serializing at once also freezes the values: Bokeh
-    serializes a queued event when it writes it, from the model's state then.
-    Returns None (and leaves the entries as they are) when there is nothing, or anything
-    unexpected (another Bokeh version, several connection sets).
-    """
-    new = pending[n0:]
-    if not new:
-        return None
-    try:
-        from bokeh.server.session import _PendingPatch
-
-        if not all(type(p) is _PendingPatch and p.connections == new[0].connections for p in new):
-            return None
-        groups: list[list] = [[]]
-        has_data = False
-        for p in new:
-            data = _data_event(p.event)
-            if data and has_data:
-                groups.append([])
-                has_data = False
-            groups[-1].append(p.event)
-            has_data = has_data or data
-        out = [patch_message(doc, events) for events in groups]
-        entries = [_PendingPatch(events[0], _Prebuilt(fm), new[0].connections) for events, fm in zip(groups, out, strict=True)]
-    except (ImportError, AttributeError, TypeError):
-        return None
-    del pending[n0:]
-    pending.extend(entries)
-    return out
 
 
 def broadcast(group: ShareGroup, msgs: list[FrameMessage], events) -> None:
@@ -371,14 +244,14 @@ def broadcast(group: ShareGroup, msgs: list[FrameMessage], events) -> None:
         if not member.active:
             continue
         dash = member.dash
-        if not dash._connected() or len(member.queue) >= MAX_INFLIGHT:
+        if not dash.link.connected() or len(member.queue) >= MAX_INFLIGHT:
             member.stop()  # it leaves at its next refresh (and catches up on its own)
             dash.poke()
             continue
         member.touched.update(dict.fromkeys(pairs))
         member.put([fm.with_ids(member.idmap) for fm in msgs])
         STATS["shared"] += 1
-        dash._followed()
+        dash.followed()
 
 
 def followers() -> int:
@@ -406,11 +279,11 @@ async def _writer(member: Member, session) -> None:
                 await member.wake.wait()
                 continue
             msgs = member.queue.popleft()
-            for conn in list(session._subscribed_connections):
+            for conn in bk.connections(session):
                 for fm in msgs:
                     if not member.active:
                         return
-                    await fm.send(conn._socket)
+                    await bk.send(conn, fm)
     except (WebSocketClosedError, StreamClosedError, AttributeError):  # closed: it leaves at its next refresh
         member.active = False
     except Exception:  # noqa: BLE001 - never an unhandled error in the loop; the follower catches up alone
@@ -418,5 +291,20 @@ async def _writer(member: Member, session) -> None:
         member.active = False
 
 
+def page_stats():
+    """This process's page refresh counts and followers, for ``/metrics`` (:mod:`service.ops`)."""
+    from service.ops import PageStats
+
+    return PageStats(refreshes={how: STATS[how] for how in ("own", "shared")}, followers=followers())
+
+
+def _register() -> None:
+    from service.ops import register_stats_provider
+
+    register_stats_provider("dashboard.share", page_stats)
+
+
+_register()
+
 __all__ = ["GROUPS", "MAX_INFLIGHT", "STATS", "FrameMessage", "Member", "ShareGroup", "broadcast", "followers", "join",
-           "leave", "pair_models", "patch_message", "seal", "state_message", "touched_pairs"]
+           "leave", "page_stats", "pair_models", "patch_message", "seal", "state_message", "touched_pairs"]

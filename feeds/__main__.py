@@ -1,7 +1,7 @@
 """``python -m feeds <command>``: local-server, record, backfill.
 
 ``local-server``
-    Run :class:`feeds.localbinance.LocalBinance` (Binance's protocol on loopback,
+    Run :class:`feeds.emulator.LocalBinance` (Binance's protocol on loopback,
     real recorded data) and print its base URLs, one ``name url`` per line.
 ``record``
     :mod:`feeds.recorder`: raw frames + normalized Parquet, crash-safe.
@@ -16,6 +16,17 @@ import asyncio
 import logging
 import sys
 
+#: The plain-text help (the module docstring is Sphinx markup).
+DESCRIPTION = """Binance trade feeds on the command line.
+
+commands:
+  local-server  serve Binance's protocol (WebSocket streams, REST, data.binance.vision archives) on
+                loopback from real recorded data, and print the base URLs, one "name url" per line
+  record        record live aggTrade/forceOrder streams: raw frames plus normalized Parquet, crash-safe
+  backfill      download data.binance.vision daily aggTrades into the same Parquet layout
+
+Run "python -m feeds COMMAND --help" for a command's options."""
+
 
 def _symbols(s: str) -> list[str]:
     out = [x.strip().upper() for x in s.split(",") if x.strip()]
@@ -25,7 +36,7 @@ def _symbols(s: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m feeds", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m feeds", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     sub = p.add_subparsers(dest="command", required=True)
@@ -77,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _local_server(args) -> int:
-    from .localbinance import LocalBinance, serve_forever
+    from .emulator import LocalBinance, serve_forever
 
     srv = LocalBinance(args.data, data_market=args.data_market, market=args.market, host=args.host, port=args.port,
                        speed=args.speed, loop=args.loop, retime=args.retime, clock_start=args.clock_start,

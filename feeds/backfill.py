@@ -22,7 +22,7 @@ is a clear :class:`ChecksumError` for that day: the download is deleted and the
 other days continue. A day the server does not have (404: not published yet, or
 before the symbol listed) is reported as ``missing``. Downloads run a few at a
 time with a tqdm progress bar; transient failures (connection loss, 429/5xx,
-honouring ``Retry-After``) are retried with backoff.
+honouring ``Retry-After``) are retried with backoff (tenacity).
 """
 
 from __future__ import annotations
@@ -43,9 +43,10 @@ import aiohttp
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tqdm import tqdm
 
-from .recorder import TRADES_SCHEMA, write_parquet_atomic
+from .recorder_files import TRADES_SCHEMA, write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
@@ -240,8 +241,51 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+#: Failures a day's download retries: timeouts, connection loss, HTTP 429/5xx, cut or short downloads.
+_RETRIED = (TimeoutError, _Transient, aiohttp.ClientError, ConnectionError)
+
+
+def _retry_wait(rs: RetryCallState) -> float:
+    """Seconds before retry n: the server's ``Retry-After``, else ``min(30, 0.5 * 2**(n-1)) * uniform(0.5, 1)``."""
+    ra = getattr(rs.outcome.exception(), "retry_after", None)
+    return ra if ra is not None else min(30.0, 0.5 * 2 ** (rs.attempt_number - 1)) * random.uniform(0.5, 1.0)
+
+
+async def _fetch_day(session, url: str, zpath: Path, part: Path, dest: Path, symbol: str, day: dt.date,
+                     keep_zips: bool, bar: _Progress | None, resumed: int) -> DayResult:
+    """One attempt at one day: CHECKSUM, (resumed) download, verify, parse, write Parquet.
+
+    Raises
+    ------
+    ChecksumError
+        The download does not match its CHECKSUM (the ``.part`` file is deleted).
+    FileNotFoundError
+        The zip is gone (404) although its CHECKSUM was there.
+    _Transient, aiohttp.ClientError, ConnectionError, TimeoutError
+        A failure worth retrying (429/5xx, cut download, connection loss).
+    """
+    body = await _get_text(session, url + ".CHECKSUM")
+    if body is None:
+        return DayResult(day, "missing", error=f"not on the server (404): {url}")
+    want = parse_checksum(body, zpath.name)
+    if not (zpath.exists() and _sha256(zpath) == want):
+        await _download(session, url, part, bar)
+        got = _sha256(part)
+        if got != want:
+            part.unlink(missing_ok=True)
+            raise ChecksumError(f"{zpath.name}: SHA-256 {got} does not match CHECKSUM {want}; download discarded")
+        os.replace(part, zpath)
+    nbytes = zpath.stat().st_size
+    table = await asyncio.to_thread(read_agg_trades_csv, zpath.read_bytes(), symbol)
+    await asyncio.to_thread(write_parquet_atomic, table, dest, True)
+    if not keep_zips:
+        zpath.unlink(missing_ok=True)
+    return DayResult(day, "done", rows=table.num_rows, bytes=nbytes, path=str(dest), resumed_from=resumed)
+
+
 async def _one_day(session, base: str, market: str, symbol: str, day: dt.date, out: Path, keep_zips: bool,
                    retries: int, bar: _Progress | None) -> DayResult:
+    """Backfill one day, retrying transient failures (tenacity) up to ``retries`` times; never raises for I/O."""
     dest = trades_path(out, market, symbol, day)
     if dest.exists():
         return DayResult(day, "skipped", path=str(dest))
@@ -251,45 +295,27 @@ async def _one_day(session, base: str, market: str, symbol: str, day: dt.date, o
     zpath.parent.mkdir(parents=True, exist_ok=True)
     part = zpath.with_name(zpath.name + ".part")
     resumed = part.stat().st_size if part.exists() else 0
-    attempt = 0
-    while True:
-        try:
-            body = await _get_text(session, url + ".CHECKSUM")
-            if body is None:
-                return DayResult(day, "missing", error=f"not on the server (404): {url}")
-            want = parse_checksum(body, zpath.name)
-            if not (zpath.exists() and _sha256(zpath) == want):
-                size, _ = await _download(session, url, part, bar)
-                got = _sha256(part)
-                if got != want:
-                    part.unlink(missing_ok=True)
-                    raise ChecksumError(f"{zpath.name}: SHA-256 {got} does not match CHECKSUM {want}; "
-                                        "download discarded")
-                os.replace(part, zpath)
-            nbytes = zpath.stat().st_size
-            table = await asyncio.to_thread(read_agg_trades_csv, zpath.read_bytes(), symbol)
-            await asyncio.to_thread(write_parquet_atomic, table, dest, True)
-            if not keep_zips:
-                zpath.unlink(missing_ok=True)
-            return DayResult(day, "done", rows=table.num_rows, bytes=nbytes, path=str(dest), resumed_from=resumed)
-        except ChecksumError as e:
-            log.error("backfill %s %s: %s", symbol, day, e)
-            return DayResult(day, "failed", error=str(e))
-        except FileNotFoundError:
-            return DayResult(day, "missing", error=f"not on the server (404): {url}")
-        except (TimeoutError, _Transient, aiohttp.ClientError, ConnectionError) as e:
-            attempt += 1
-            if attempt > retries:
-                log.error("backfill %s %s: giving up after %d attempts: %s (partial download kept for resume)",
-                          symbol, day, attempt, e)
-                return DayResult(day, "failed", error=f"{type(e).__name__}: {e}")
-            ra = getattr(e, "retry_after", None)
-            delay = ra if ra is not None else min(30.0, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-            log.warning("backfill %s %s: %s; retry %d/%d in %.1f s", symbol, day, e, attempt, retries, delay)
-            await asyncio.sleep(delay)
-        except (RuntimeError, ValueError, OSError, pa.ArrowException, zipfile.BadZipFile) as e:
-            log.error("backfill %s %s failed: %s", symbol, day, e)
-            return DayResult(day, "failed", error=f"{type(e).__name__}: {e}")
+
+    def log_retry(rs: RetryCallState) -> None:
+        log.warning("backfill %s %s: %s; retry %d/%d in %.1f s", symbol, day, rs.outcome.exception(),
+                    rs.attempt_number, retries, rs.upcoming_sleep)
+
+    retrying = AsyncRetrying(retry=retry_if_exception_type(_RETRIED), stop=stop_after_attempt(retries + 1),
+                             wait=_retry_wait, before_sleep=log_retry, reraise=True)
+    try:
+        return await retrying(_fetch_day, session, url, zpath, part, dest, symbol, day, keep_zips, bar, resumed)
+    except ChecksumError as e:
+        log.error("backfill %s %s: %s", symbol, day, e)
+        return DayResult(day, "failed", error=str(e))
+    except FileNotFoundError:
+        return DayResult(day, "missing", error=f"not on the server (404): {url}")
+    except _RETRIED as e:
+        log.error("backfill %s %s: giving up after %d attempts: %s (partial download kept for resume)",
+                  symbol, day, retrying.statistics["attempt_number"], e)
+        return DayResult(day, "failed", error=f"{type(e).__name__}: {e}")
+    except (RuntimeError, ValueError, OSError, pa.ArrowException, zipfile.BadZipFile) as e:
+        log.error("backfill %s %s failed: %s", symbol, day, e)
+        return DayResult(day, "failed", error=f"{type(e).__name__}: {e}")
 
 
 def backfill_days(start: dt.date | str, end: dt.date | str) -> list[dt.date]:

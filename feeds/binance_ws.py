@@ -15,7 +15,7 @@ Staying connected (reference d2):
   (liquidation streams are silent for minutes); incoming frames count as proof
   of life.
 * A closed or failed connection is reopened with exponential backoff and full
-  jitter (:func:`backoff_delay`); a connection older than
+  jitter (:func:`backoff_delay`, driven by tenacity); a connection older than
   ``max_connection_age`` (Binance cuts at 24 h) is replaced *before* the cut:
   the new connection is opened and delivering before the old one is closed
   (``overlap`` seconds), and duplicates are dropped by id.
@@ -23,6 +23,15 @@ Staying connected (reference d2):
   delivered nothing for unusually long (``max(stall_timeout, stall_factor x
   its usual inter-arrival time)``) - the silent failure of a wrong path - and
   replaces the connection.
+
+No frame stops the feed: each connection's :class:`~feeds.decode.FrameDecoder`
+counts and skips what cannot become a valid row (too large, too deep, malformed,
+invalid, ids/times outside int64, bad prices; ``feeds.decode.REJECT_REASONS``),
+keeps the rest of the batch, and never raises; a failure while handling one
+connection's batch is logged and does not stop the other connections.  The
+rejections per reason are in :meth:`BinanceStreamClient.frame_counts` and in
+each symbol's :attr:`StreamStatus.rejected` (so the server's status line and
+``/metrics`` show them).
 
 No gaps, no duplicates (reference d3): each symbol's aggTrades pass through an
 :class:`~feeds.gapfill.IdSequencer`; skipped ids and the time after a reconnect
@@ -36,9 +45,15 @@ Output::
     async with client:
         async for ev in client.events():         # FeedEvent: kind "trades" | "liquidations" | "gap"
             ...
-    # or one symbol as a plain TradeBatch source (what the ingest service reads):
-        async for batch in client.source("BTCUSDT"): ...
+    # or one symbol as a plain TradeBatch source; with liquidations=True its LiquidationBatch es
+    # come on the same path (what the ingest service reads, feeds.source):
+        async for item in client.source("BTCUSDT", liquidations=True): ...
     client.status()   # {"BTCUSDT": StreamStatus(...), ...}
+
+Split in modules: :mod:`feeds.ws_status` (status, events, backoff),
+:mod:`feeds.ws_subscriptions` (the iterators), :mod:`feeds.ws_connections`
+(connect, read, supervise, watchdog), :mod:`feeds.ws_datapath` (decode flushes,
+sequencing, gap fill, fan-out); every public name is importable from here.
 """
 
 from __future__ import annotations
@@ -48,212 +63,30 @@ import collections
 import contextlib
 import itertools
 import logging
-import random
 import time
-import weakref
-from dataclasses import asdict, dataclass
 
 import aiohttp
-import pandas as pd
 import param
 
-from compute.batch import TradeBatch
-
-from .decode import AggTrades, FrameDecoder, liquidations_frame
+from .decode import MAX_FRAME_BYTES, rejected_counts
 from .gapfill import Gap, GapFiller, IdSequencer
-from .markets import get_market, stream_names, ws_stream_url
+from .markets import get_market, stream_names
+from .ws_connections import Conn as _Conn  # noqa: F401 - the old private name, used by tests
+from .ws_connections import ConnectionsMixin
+from .ws_connections import Slot as _Slot
+from .ws_datapath import DataPathMixin
+from .ws_status import FeedEvent, StreamStatus, backoff_delay, own_feed, process_tag
+from .ws_subscriptions import EventStream, SymbolSource
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BinanceStreamClient", "EventStream", "FeedEvent", "StreamStatus", "SymbolSource", "backoff_delay"]
+__all__ = ["BinanceStreamClient", "EventStream", "FeedEvent", "StreamStatus", "SymbolSource", "backoff_delay",
+           "own_feed"]
+
+_client_ids = itertools.count(1)
 
 
-def backoff_delay(attempt: int, initial: float, maximum: float, rng: random.Random | None = None) -> float:
-    """Exponential backoff with full jitter: uniform in [0.5, 1] x min(maximum, initial * 2**(attempt-1)).
-
-    ``attempt`` counts failures since the last healthy connection (1 = first retry).
-    """
-    if attempt <= 0:
-        return 0.0
-    cap = min(maximum, initial * 2 ** min(attempt - 1, 30))
-    return cap * (rng or random).uniform(0.5, 1.0)
-
-
-@dataclass
-class StreamStatus:
-    """State of one symbol's streams, for the status line.
-
-    ``lag_ms`` = wall-clock now minus the last trade time ``T`` (UTC ms), set by
-    :meth:`BinanceStreamClient.status`.  ``state``: ``connecting``, ``live``,
-    ``filling`` (a REST gap fill runs), ``stalled`` (watchdog fired, reconnecting)
-    or ``disconnected``.
-    """
-
-    symbol: str
-    stream: str
-    connected: bool = False
-    state: str = "connecting"
-    lag_ms: int | None = None
-    reconnects: int = 0
-    gaps_filled: int = 0
-    gaps_unfilled: int = 0
-    trades_from_rest: int = 0
-    duplicates: int = 0
-    trades: int = 0
-    last_trade_time: int | None = None
-    last_trade_id: int | None = None
-    stalls: int = 0
-    liquidations: int = 0
-    last_liquidation_time: int | None = None
-
-    def to_dict(self) -> dict:
-        """Plain dict (JSON-ready)."""
-        return asdict(self)
-
-
-@dataclass
-class FeedEvent:
-    """One output item of :meth:`BinanceStreamClient.events`.
-
-    ``kind == "trades"``: ``symbol`` and ``trades`` (:class:`~feeds.decode.AggTrades`,
-    contiguous ids, id order; ``batch`` gives the :class:`TradeBatch`).
-    ``kind == "liquidations"``: ``liquidations`` DataFrame
-    (:data:`feeds.decode.LIQUIDATION_COLUMNS`), any symbols.
-    ``kind == "gap"``: ``gap`` (:class:`~feeds.gapfill.Gap`), filled or not.
-    """
-
-    kind: str
-    symbol: str = ""
-    trades: AggTrades | None = None
-    liquidations: pd.DataFrame | None = None
-    gap: Gap | None = None
-
-    @property
-    def batch(self) -> TradeBatch | None:
-        return self.trades.batch() if self.trades is not None else None
-
-
-class _Conn:
-    """One WebSocket connection of a slot."""
-
-    _ids = itertools.count(1)
-
-    def __init__(self, slot: _Slot, url: str):
-        self.id = next(self._ids)
-        self.slot = slot
-        self.url = url
-        self.ws: aiohttp.ClientWebSocketResponse | None = None
-        self.decoder = FrameDecoder(f"conn{self.id}", slot.logged)
-        self.opened = time.monotonic()
-        self.last_agg: dict[str, float] = {}
-        self.got_trade = False
-        self.closed = asyncio.Event()
-        self.reader: asyncio.Task | None = None
-        self.close_reason = ""
-
-
-class _Slot:
-    """A group of streams served by one connection (two while overlapping)."""
-
-    def __init__(self, idx: int, symbols: list[str], streams: list[str]):
-        self.idx = idx
-        self.symbols = symbols
-        self.streams = streams
-        self.conns: list[_Conn] = []
-        self.current: _Conn | None = None
-        self.logged: set = set()  # frame kinds already logged (log once per kind)
-        self.task: asyncio.Task | None = None
-
-
-class _Subscription:
-    """An async iterator fed by the client through a queue; unsubscribes on close() or garbage collection."""
-
-    def __init__(self, registry: list, queue: asyncio.Queue):
-        self._q = queue
-        self._registry = registry
-        registry.append(queue)
-        self._finalizer = weakref.finalize(self, _unsubscribe, registry, queue)
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self):
-        item = await self._q.get()
-        if item is None:
-            self.close()
-            raise StopAsyncIteration
-        return item
-
-    def pending(self) -> int:
-        """Items waiting to be read."""
-        return self._q.qsize()
-
-    def close(self) -> None:
-        """Stop receiving (pending items can still be read)."""
-        self._finalizer()
-
-    async def aclose(self) -> None:
-        self.close()
-
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        self.close()
-
-
-def _unsubscribe(registry: list, queue: asyncio.Queue) -> None:
-    with contextlib.suppress(ValueError):
-        registry.remove(queue)
-
-
-class EventStream(_Subscription):
-    """Async iterator of :class:`FeedEvent` from :meth:`BinanceStreamClient.events`; ``close()`` to stop."""
-
-
-class SymbolSource(_Subscription):
-    """One symbol's trades as an async iterator of :class:`TradeBatch` (id order, each id once).
-
-    Has ``describe()`` and ``status()`` so it can stand in for a replay source;
-    ``close()`` (or dropping it) unsubscribes.
-    """
-
-    def __init__(self, client: BinanceStreamClient, symbol: str, registry: list):
-        super().__init__(registry, asyncio.Queue())
-        self.client = client
-        self.symbol = symbol
-        self.name = f"{client.market} {symbol}"
-
-    def status(self) -> StreamStatus:
-        return self.client.status()[self.symbol]
-
-    async def next_due(self) -> list[TradeBatch]:
-        """Wait for the next batch, then return it with every batch already queued (id order).
-
-        Raises
-        ------
-        StopAsyncIteration
-            When the client has stopped.
-        """
-        out = [await self.__anext__()]
-        while not self._q.empty():
-            item = self._q.get_nowait()
-            if item is None:
-                self._q.put_nowait(None)  # end the iteration on the next call
-                break
-            out.append(item)
-        return out
-
-    def describe(self) -> str:
-        """E.g. ``LIVE usdm BTCUSDT`` or ``LIVE usdm BTCUSDT (reconnecting)``."""
-        st = self.client.status()[self.symbol]
-        extra = [] if st.connected else ["reconnecting"]
-        if st.gaps_unfilled:
-            extra.append(f"{st.gaps_unfilled} gaps unfilled")
-        return f"LIVE {self.name}" + (f" ({', '.join(extra)})" if extra else "")
-
-
-class BinanceStreamClient(param.Parameterized):
+class BinanceStreamClient(ConnectionsMixin, DataPathMixin, param.Parameterized):
     """Binance aggTrade (+ forceOrder) WebSocket client with reconnects, overlap rotation, watchdog and gap fill.
 
     Start with ``await client.start()`` (or ``async with client``), stop with
@@ -309,6 +142,10 @@ class BinanceStreamClient(param.Parameterized):
     on_gap = param.Callable(default=None, allow_None=True, doc="Called with each Gap record.")
     on_frame = param.Callable(default=None, allow_None=True,
                               doc="Called with every raw frame received (str or bytes), before decoding (recorder).")
+    max_frame_bytes = param.Integer(default=MAX_FRAME_BYTES, bounds=(1024, 1 << 26), constant=True,
+                                    doc="Longer frames are counted 'too_large' and skipped (bytes; real aggTrade frames "
+                                        "are ~200). The WebSocket reader accepts up to 4x this; a frame beyond that "
+                                        "makes aiohttp end the connection (counted 'too_large' too), which is reopened.")
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -318,7 +155,8 @@ class BinanceStreamClient(param.Parameterized):
         if not syms or len(set(syms)) != len(syms):
             raise ValueError(f"symbols must be non-empty and distinct, got {self.symbols!r}")
         self._symbols = syms
-        self._status = {s: StreamStatus(s, f"{s.lower()}@aggTrade") for s in syms}
+        self.feed_id = f"{process_tag()}:{next(_client_ids)}"
+        self._status = {s: StreamStatus(s, f"{s.lower()}@aggTrade", feed_id=self.feed_id) for s in syms}
         self._seq = {s: IdSequencer(s, self.start_ids.get(s)) for s in syms}
         self._first_seen: dict[str, float] = {}
         self._hole_since: dict[str, float] = {}
@@ -330,6 +168,7 @@ class BinanceStreamClient(param.Parameterized):
         self.counts: collections.Counter = collections.Counter()
         self._subscribers: list[asyncio.Queue] = []
         self._sources: dict[str, list[asyncio.Queue]] = {}
+        self._liq_sources: dict[str, list[asyncio.Queue]] = {}  # the sources above that also take liquidations
         self._liq_seen: collections.OrderedDict = collections.OrderedDict()
         self._slots: list[_Slot] = []
         per_sym = 2 if (self.liquidations and m.liquidations) else 1
@@ -374,9 +213,7 @@ class BinanceStreamClient(param.Parameterized):
                     tasks.append(c.reader)
         for t in tasks:
             t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await asyncio.gather(*tasks, return_exceptions=True)  # their ends are theirs; our own cancel goes on up
         for slot in self._slots:
             for c in slot.conns:
                 if c.ws is not None and not c.ws.closed:
@@ -407,8 +244,11 @@ class BinanceStreamClient(param.Parameterized):
         """
         return EventStream(self._subscribers, asyncio.Queue())
 
-    def source(self, symbol: str) -> SymbolSource:
+    def source(self, symbol: str, liquidations: bool = False) -> SymbolSource:
         """An async iterator of ``symbol``'s :class:`TradeBatch` es from now on, with ``describe()``.
+
+        With ``liquidations`` it also yields the symbol's liquidations as
+        :class:`~feeds.source.LiquidationBatch` items, in-band (the ingest service's source).
 
         Raises
         ------
@@ -418,7 +258,8 @@ class BinanceStreamClient(param.Parameterized):
         sym = symbol.upper()
         if sym not in self._status:
             raise KeyError(f"{sym} is not one of {self._symbols}")
-        return SymbolSource(self, sym, self._sources.setdefault(sym, []))
+        liq = self._liq_sources.setdefault(sym, []) if liquidations else None
+        return SymbolSource(self, sym, self._sources.setdefault(sym, []), liq)
 
     def status(self) -> dict[str, StreamStatus]:
         """Per symbol :class:`StreamStatus` (``lag_ms`` computed now)."""
@@ -426,6 +267,10 @@ class BinanceStreamClient(param.Parameterized):
         for s, st in self._status.items():
             st.lag_ms = None if st.last_trade_time is None else now_ms - st.last_trade_time
             st.duplicates = self._seq[s].duplicates
+        for slot in self._slots:
+            rejected = dict(rejected_counts(self._slot_counts(slot)))
+            for s in slot.symbols:
+                self._status[s].rejected = rejected
         return self._status
 
     @property
@@ -446,334 +291,27 @@ class BinanceStreamClient(param.Parameterized):
         return True
 
     def frame_counts(self) -> collections.Counter:
-        """Frames decoded per kind over all connections so far (aggTrade, forceOrder, reply, malformed, ...)."""
-        c = collections.Counter({k[7:]: v for k, v in self.counts.items() if k.startswith("frames_")})
+        """Frames decoded per kind over all connections so far, closed ones included (aggTrade, forceOrder,
+        reply, error and the rejections ``<reason>[:<detail>]`` of :mod:`feeds.decode`).
+
+        aggTrades and forceOrders are counted when flushed (every ``flush_interval``).
+        """
+        c = collections.Counter()
         for slot in self._slots:
-            for conn in slot.conns:
-                c.update(conn.decoder.counts)
+            c.update(self._slot_counts(slot))
+        return c
+
+    def rejected_counts(self) -> collections.Counter:
+        """Frames rejected so far over all connections, per reason (``feeds.decode.REJECT_REASONS``)."""
+        return rejected_counts(self.frame_counts())
+
+    @staticmethod
+    def _slot_counts(slot: _Slot) -> collections.Counter:
+        c = collections.Counter(slot.retired_counts)
+        for conn in slot.conns:
+            c.update(conn.decoder.counts)
         return c
 
     def describe(self) -> str:
         """``LIVE usdm BTCUSDT,ETHUSDT``."""
         return f"LIVE {self.market} {','.join(self._symbols)}"
-
-    def _emit(self, ev: FeedEvent) -> None:
-        for q in self._subscribers:
-            q.put_nowait(ev)
-        try:
-            if ev.kind == "trades":
-                batch = None
-                for q in self._sources.get(ev.symbol, ()):
-                    if batch is None:
-                        batch = ev.batch
-                    q.put_nowait(batch)
-                if self.on_trades is not None:
-                    self.on_trades(ev.symbol, ev.trades)
-            elif ev.kind == "liquidations" and self.on_liquidations is not None:
-                self.on_liquidations(ev.liquidations)
-            elif ev.kind == "gap" and self.on_gap is not None:
-                self.on_gap(ev.gap)
-        except Exception:  # a consumer's bug must not stop the feed
-            log.exception("%s callback failed", ev.kind)
-
-    # ------------------------------------------------------------------ connections
-    async def _connect(self, slot: _Slot) -> _Conn:
-        async with self._connect_lock:
-            wait = self._last_connect + self.connect_interval - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self._last_connect = time.monotonic()
-        url = ws_stream_url(self._market, slot.streams if self.subscribe_mode == "url" else (), self.ws_base)
-        conn = _Conn(slot, url)
-        conn.ws = await asyncio.wait_for(
-            self._session.ws_connect(url, autoping=True, heartbeat=self.heartbeat, max_msg_size=1 << 22),
-            self.connect_timeout)
-        conn.opened = time.monotonic()
-        conn.reader = asyncio.create_task(self._read(conn), name=f"binance-ws-read{conn.id}")
-        if self.subscribe_mode == "message":
-            for i in range(0, len(slot.streams), self.subscribe_chunk):
-                if i:
-                    await asyncio.sleep(self.subscribe_interval)
-                await conn.ws.send_json({"method": "SUBSCRIBE", "params": slot.streams[i : i + self.subscribe_chunk],
-                                         "id": conn.id * 10_000 + i})
-        return conn
-
-    async def _read(self, conn: _Conn) -> None:
-        ws = conn.ws
-        feed = conn.decoder.feed
-        raw_cb = self.on_frame
-        try:
-            async for msg in ws:
-                if msg.type is aiohttp.WSMsgType.TEXT or msg.type is aiohttp.WSMsgType.BINARY:
-                    if raw_cb is not None:
-                        try:
-                            raw_cb(msg.data)
-                        except Exception:  # noqa: BLE001 - a consumer's bug must not cut the stream
-                            log.exception("on_frame callback failed")
-                    feed(msg.data)
-                elif msg.type is aiohttp.WSMsgType.ERROR:
-                    conn.close_reason = f"error: {ws.exception()!r}"
-                    break
-            if not conn.close_reason:
-                conn.close_reason = f"closed by server (code {ws.close_code})"
-        except asyncio.CancelledError:
-            conn.close_reason = conn.close_reason or "cancelled"
-            raise
-        except Exception as e:  # noqa: BLE001 - any failure ends only this connection
-            conn.close_reason = f"{type(e).__name__}: {e}"
-        finally:
-            conn.closed.set()
-            with contextlib.suppress(Exception):
-                await ws.close()
-
-    def _set_connected(self, slot: _Slot) -> None:
-        live = any(not c.closed.is_set() for c in slot.conns)
-        for s in slot.symbols:
-            st = self._status[s]
-            st.connected = live
-            if not live:
-                st.state = "disconnected"
-            elif st.state in ("connecting", "disconnected", "stalled"):
-                st.state = "live"
-
-    async def _supervise(self, slot: _Slot) -> None:
-        """Keep the slot connected: reconnect with backoff, rotate before the 24 h cut, react to stalls."""
-        attempt = 0
-        first = True
-        reason = ""
-        while self._running:
-            try:
-                conn = await self._connect(slot)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # noqa: BLE001
-                attempt += 1
-                delay = backoff_delay(attempt, self.reconnect_initial, self.reconnect_max)
-                self.counts["connect_failures"] += 1
-                self.last_error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-                log.warning("slot %d: connect failed (%s: %s); retry %d in %.2f s", slot.idx, type(e).__name__, e,
-                            attempt, delay)
-                await asyncio.sleep(delay)
-                continue
-            log.info("slot %d: connection %d open (%s)", slot.idx, conn.id, conn.url)
-            self.last_error = None
-            self.counts["connections"] += 1
-            old = [c for c in slot.conns if not c.closed.is_set()]
-            slot.conns.append(conn)
-            slot.current = conn
-            if not first:
-                for s in slot.symbols:
-                    self._status[s].reconnects += 1
-                    if not old or reason == "stall":  # nothing (useful) overlapped: ask REST what we missed
-                        self._need_catchup.add(s)
-            first = False
-            for c in old:
-                asyncio.create_task(self._retire(c, conn))
-            self._set_connected(slot)
-            try:
-                reason = await self._watch(slot, conn)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001
-                log.exception("slot %d: watch failed", slot.idx)
-                reason = "error"
-            if reason == "closed":
-                log.warning("slot %d: connection %d ended: %s", slot.idx, conn.id, conn.close_reason)
-                self._set_connected(slot)
-                attempt = 0 if conn.got_trade else attempt + 1
-                await asyncio.sleep(backoff_delay(max(attempt, 1), self.reconnect_initial, self.reconnect_max))
-            else:
-                self.counts[f"rotations_{reason}"] += 1
-                log.info("slot %d: replacing connection %d (%s) with overlap", slot.idx, conn.id, reason)
-                if reason == "stall":
-                    attempt = 0 if conn.got_trade else attempt + 1
-                    await asyncio.sleep(backoff_delay(attempt, self.reconnect_initial, self.reconnect_max))
-
-    async def _retire(self, old: _Conn, new: _Conn) -> None:
-        """Close ``old`` once ``new`` delivers (or after ``overlap_wait``), ``overlap`` seconds later."""
-        try:
-            t0 = time.monotonic()
-            while not new.got_trade and not new.closed.is_set() and time.monotonic() - t0 < self.overlap_wait:
-                await asyncio.sleep(min(0.05, self.overlap_wait))
-            if not new.closed.is_set():
-                await asyncio.sleep(self.overlap)
-            old.close_reason = old.close_reason or "retired after overlap"
-            if old.ws is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(old.ws.close(), 2.0)
-            if old.reader is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(old.reader, 2.0)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001
-            log.exception("retiring connection %d failed", old.id)
-
-    async def _watch(self, slot: _Slot, conn: _Conn) -> str:
-        """Return ``closed``, ``age`` (rotate before the 24 h cut) or ``stall`` (watchdog)."""
-        step = max(0.01, min(0.5, self.stall_timeout / 5, self.max_connection_age / 10))
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(conn.closed.wait(), step)
-            if conn.closed.is_set():
-                return "closed"
-            now = time.monotonic()
-            if now - conn.opened >= self.max_connection_age:
-                return "age"
-            for s in slot.symbols:
-                last = conn.last_agg.get(s, conn.opened)
-                usual = self._interval.get(s)
-                limit = max(self.stall_timeout, self.stall_factor * usual) if usual else self.stall_timeout
-                if now - last > limit:
-                    st = self._status[s]
-                    st.stalls += 1
-                    st.state = "stalled"
-                    self.counts["stalls"] += 1
-                    log.warning("watchdog: %s@aggTrade silent for %.1f s on connection %d (subscribed, no data): "
-                                "reconnecting", s.lower(), now - last, conn.id)
-                    return "stall"
-
-    # ------------------------------------------------------------------ data path
-    async def _flusher(self) -> None:
-        while self._running:
-            await asyncio.sleep(self.flush_interval)
-            try:
-                self._flush_all()
-            except Exception:  # noqa: BLE001 - keep flushing whatever happens
-                log.exception("flush failed")
-
-    def _flush_all(self) -> None:
-        now = time.monotonic()
-        liq = []
-        for slot in self._slots:
-            for conn in list(slot.conns):
-                dec = conn.decoder
-                if dec.pending:
-                    out = dec.flush()
-                    for sym, cols in out.trades.items():
-                        if sym not in self._seq:
-                            self.counts["unexpected_symbol"] += len(cols)
-                            continue
-                        conn.last_agg[sym] = now
-                        conn.got_trade = True
-                        prev = self._arrival.get(sym)
-                        if prev is not None and now > prev:
-                            iv = self._interval.get(sym)
-                            self._interval[sym] = (now - prev) if iv is None else 0.9 * iv + 0.1 * (now - prev)
-                        self._arrival[sym] = now
-                        self._seq[sym].add(cols)
-                        self._first_seen.setdefault(sym, now)
-                    liq.extend(out.liquidations)
-                if conn.closed.is_set() and not dec.pending:
-                    self._forget(slot, conn)
-            self._set_connected(slot)
-        for sym, seq in self._seq.items():
-            if not seq.started:
-                first = self._first_seen.get(sym)
-                if first is None or now - first < self.reorder_grace:
-                    continue
-                seq.start()
-            self._release(sym)
-            self._check_hole(sym, now)
-        if liq:
-            self._emit_liquidations(liq)
-
-    def _forget(self, slot: _Slot, conn: _Conn) -> None:
-        self.counts.update({f"frames_{k}": v for k, v in conn.decoder.counts.items()})
-        slot.conns.remove(conn)
-
-    def _release(self, sym: str) -> None:
-        out = self._seq[sym].release()
-        if not len(out):
-            return
-        st = self._status[sym]
-        st.trades += len(out)
-        st.last_trade_time = int(out.time[-1])
-        st.last_trade_id = int(out.agg_id[-1])
-        self._emit(FeedEvent("trades", sym, trades=out))
-
-    def _check_hole(self, sym: str, now: float) -> None:
-        seq = self._seq[sym]
-        if sym in self._fill_tasks or not self._running:
-            return
-        hole = seq.hole()
-        if hole is None and sym not in self._need_catchup:
-            self._hole_since.pop(sym, None)
-            return
-        if hole is not None:
-            since = self._hole_since.setdefault(sym, now)
-            if now - since < self.reorder_grace:
-                return
-        if hole is None and not seq.started:
-            return
-        if hole is None:
-            self._need_catchup.discard(sym)  # a bounded fill keeps it: the catch-up follows it
-        self._fill_tasks[sym] = asyncio.create_task(self._fill(sym, hole, self._hole_since.get(sym, now)))
-
-    async def _fill(self, sym: str, hole: tuple[int, int] | None, since: float) -> None:
-        """Fill ``hole`` (or, after a reconnect, everything after the last id) from REST; skip it if REST fails."""
-        seq = self._seq[sym]
-        st = self._status[sym]
-        st.state = "filling"
-        try:
-            if hole is None:  # after a reconnect: what happened while we were away
-                from_id, to_id = seq.last_id + 1, None
-            else:
-                from_id, to_id = hole
-            budget = max(0.05, self.gap_fill_timeout - (time.monotonic() - since))
-            res = await self._filler.fill(sym, from_id, to_id, budget)
-            st.trades_from_rest += len(res.trades)
-            seq.add(res.trades)
-            self._release(sym)
-            if hole is None:
-                if not res.complete:
-                    log.warning("catch-up of %s from id %d after reconnect incomplete: %s", sym, from_id, res.reason)
-                    if not res.reason.startswith("http 4"):  # transient: try again on a later flush
-                        self._need_catchup.add(sym)
-                return
-            h = seq.hole()
-            if h is None or h[0] > hole[1]:
-                st.gaps_filled += 1
-                self._record_gap(Gap(sym, hole[0], hole[1], int(time.time() * 1000), None, None, True,
-                                     len(res.trades), "filled"))
-                return
-            skipped = seq.skip_hole()
-            before = seq._held.time[0] if seq.held else None
-            st.gaps_unfilled += 1
-            self._record_gap(Gap(sym, skipped[0], skipped[1], int(time.time() * 1000), seq.last_time,
-                                 int(before) if before is not None else None, False, len(res.trades), res.reason))
-            log.warning("gap %s ids %d..%d not fillable (%s): recorded and skipped", sym, skipped[0], skipped[1],
-                        res.reason)
-            self._release(sym)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001
-            log.exception("gap fill of %s failed", sym)
-        finally:
-            self._fill_tasks.pop(sym, None)
-            self._hole_since.pop(sym, None)
-            if st.state == "filling":
-                st.state = "live" if st.connected else "disconnected"
-
-    def _record_gap(self, gap: Gap) -> None:
-        self.gaps.append(gap)
-        self._emit(FeedEvent("gap", gap.symbol, gap=gap))
-
-    def _emit_liquidations(self, msgs: list) -> None:
-        fresh = []
-        for m in msgs:
-            o = m.o
-            key = (o.s, o.T, o.S, o.z, o.ap, o.X, m.E)
-            if key in self._liq_seen:
-                self.counts["liquidation_duplicates"] += 1
-                continue
-            self._liq_seen[key] = None
-            if len(self._liq_seen) > 4096:
-                self._liq_seen.popitem(last=False)
-            fresh.append(m)
-            st = self._status.get(o.s.upper())
-            if st is not None:
-                st.liquidations += 1
-                st.last_liquidation_time = max(st.last_liquidation_time or 0, o.T)
-        if fresh:
-            self._emit(FeedEvent("liquidations", liquidations=liquidations_frame(fresh)))

@@ -100,15 +100,13 @@ class IdSequencer:
 
     @property
     def started(self) -> bool:
+        """True once the sequencer knows the last id released (set by :meth:`start` or by ``start_id``)."""
         return self.last_id is not None
 
     @property
     def held(self) -> int:
         """Trades held back behind a hole (or before the start)."""
         return len(self._held)
-
-    def first_held_id(self) -> int | None:
-        return int(self._held.agg_id[0]) if len(self._held) else None
 
     def add(self, trades: AggTrades) -> None:
         """Hold ``trades`` (any order, duplicates allowed) until :meth:`release`."""
@@ -217,6 +215,7 @@ class WeightLimiter:
         self._server_at = 0.0
 
     def used(self) -> int:
+        """Weight used over the last ``window`` seconds: ours or the server's last figure, the higher."""
         now = time.monotonic()
         while self._calls and now - self._calls[0][0] > self.window:
             self._calls.popleft()
@@ -246,6 +245,7 @@ class WeightLimiter:
                 max_wait -= d
 
     def observe(self, used: int | None) -> None:
+        """Adopt the server's ``X-MBX-USED-WEIGHT-1M`` figure (None: the header was missing)."""
         if used is not None:
             self._server_used, self._server_at = int(used), time.monotonic()
 
@@ -331,6 +331,10 @@ class GapFiller(param.Parameterized):
     async def fill(self, symbol: str, from_id: int, to_id: int | None = None, deadline_s: float = 5.0) -> FillResult:
         """Fetch ids ``from_id .. to_id`` (inclusive; ``to_id=None``: up to the newest trade) within ``deadline_s``.
 
+        Never raises for HTTP or network failures: a fatal status (451, 403, ...),
+        the deadline, the weight budget or ids REST does not have end the fill
+        early, with ``reason`` saying which.
+
         Returns
         -------
         FillResult
@@ -338,70 +342,95 @@ class GapFiller(param.Parameterized):
             when every id of a bounded range arrived, or (unbounded) when REST
             answered a short page (caught up).
         """
-        end = time.monotonic() + deadline_s
-        cur = int(from_id)
-        parts: list[AggTrades] = []
-        requests = 0
-        attempt = 0
-        reason = "timeout"
-        complete = False
-        while True:
-            if to_id is not None and cur > to_id:
-                complete, reason = True, "filled"
-                break
-            left = end - time.monotonic()
-            if left <= 0:
-                reason = "timeout"
-                break
-            if not await self.limiter.acquire(self.weight, max_wait=left):
-                reason = "weight limit"
-                break
-            want = self.limit if to_id is None else max(1, min(self.limit, to_id - cur + 1))
-            try:
-                requests += 1
-                page, n = await asyncio.wait_for(self.fetch(symbol, cur, want), max(0.01, end - time.monotonic()))
-            except TimeoutError:
-                reason = "timeout"
-                break
-            except RestError as e:
-                if e.fatal:
-                    reason = f"http {e.status}"
-                    log.warning("gap fill %s %d..%s: %s (giving up)", symbol, cur, to_id, e)
-                    break
-                attempt += 1
-                wait = e.retry_after if e.retry_after is not None else self.retry_initial * 2 ** (attempt - 1)
-                wait *= 1.0 if e.retry_after is not None else random.uniform(0.5, 1.0)
-                reason = f"http {e.status}" if e.status else "network error"
-                if wait >= end - time.monotonic():
-                    log.warning("gap fill %s %d..%s: %s; retry in %.1f s exceeds the deadline", symbol, cur, to_id,
-                                e, wait)
-                    break
-                await asyncio.sleep(wait)
-                continue
-            attempt = 0
-            ids = page.agg_id
-            sel = ids >= cur
-            if to_id is not None:
-                sel &= ids <= to_id
-            page = page.take(sel)
-            if len(page):
-                parts.append(page)
-                cur = int(page.agg_id.max()) + 1
-            if to_id is None and n < want:
-                complete, reason = True, "caught up"
-                break
-            if not len(page):
-                if n == 0:  # REST has nothing at from_id yet: try again shortly
-                    await asyncio.sleep(min(0.1, max(0.0, end - time.monotonic())))
-                    continue
-                reason = "ids missing on REST"
-                break
-        got = AggTrades.concat(parts, symbol.upper())
+        run = _FillRun(self, symbol, int(from_id), to_id, time.monotonic() + deadline_s)
+        while await run.step():
+            pass
+        got = AggTrades.concat(run.parts, symbol.upper())
         if len(got) > 1 and not bool(np.all(np.diff(got.agg_id) > 0)):
             order = np.argsort(got.agg_id, kind="stable")
             got = got.take(order)
             got = got.take(np.r_[True, np.diff(got.agg_id) != 0])
+        complete, reason = run.complete, run.reason
         if complete and to_id is not None and len(got) != to_id - from_id + 1:
             complete, reason = False, "ids missing on REST"
         self.stats["trades_fetched"] += len(got)
-        return FillResult(got, complete, reason, requests)
+        return FillResult(got, complete, reason, run.requests)
+
+
+class _FillRun:
+    """One :meth:`GapFiller.fill`: the id cursor, the pages so far, the requests made and the outcome.
+
+    :meth:`step` makes at most one REST request (after the weight budget allows it)
+    and returns False once the fill is over, with ``complete`` and ``reason`` set.
+    ``end`` is the deadline in ``time.monotonic()`` seconds.
+    """
+
+    def __init__(self, filler: GapFiller, symbol: str, cur: int, to_id: int | None, end: float):
+        self.filler, self.symbol, self.cur, self.to_id, self.end = filler, symbol, cur, to_id, end
+        self.parts: list[AggTrades] = []
+        self.requests = 0
+        self.attempt = 0  # failures in a row (retry backoff)
+        self.complete = False
+        self.reason = "timeout"
+
+    def _done(self, reason: str, complete: bool = False) -> bool:
+        self.reason, self.complete = reason, complete
+        return False
+
+    async def step(self) -> bool:
+        """One page; True to go on, False when done."""
+        f, to_id = self.filler, self.to_id
+        if to_id is not None and self.cur > to_id:
+            return self._done("filled", complete=True)
+        left = self.end - time.monotonic()
+        if left <= 0:
+            return self._done("timeout")
+        if not await f.limiter.acquire(f.weight, max_wait=left):
+            return self._done("weight limit")
+        want = f.limit if to_id is None else max(1, min(f.limit, to_id - self.cur + 1))
+        try:
+            self.requests += 1
+            page, n = await asyncio.wait_for(f.fetch(self.symbol, self.cur, want),
+                                             max(0.01, self.end - time.monotonic()))
+        except TimeoutError:
+            return self._done("timeout")
+        except RestError as e:
+            return await self._retry(e)
+        self.attempt = 0
+        return await self._take(page, n, want)
+
+    async def _retry(self, e: RestError) -> bool:
+        """After a failed request: give up (fatal status, or the wait passes the deadline) or sleep and go on."""
+        f = self.filler
+        if e.fatal:
+            log.warning("gap fill %s %d..%s: %s (giving up)", self.symbol, self.cur, self.to_id, e)
+            return self._done(f"http {e.status}")
+        self.attempt += 1
+        wait = e.retry_after if e.retry_after is not None else f.retry_initial * 2 ** (self.attempt - 1)
+        wait *= 1.0 if e.retry_after is not None else random.uniform(0.5, 1.0)
+        self.reason = f"http {e.status}" if e.status else "network error"
+        if wait >= self.end - time.monotonic():
+            log.warning("gap fill %s %d..%s: %s; retry in %.1f s exceeds the deadline", self.symbol, self.cur,
+                        self.to_id, e, wait)
+            return False
+        await asyncio.sleep(wait)
+        return True
+
+    async def _take(self, page: AggTrades, n: int, want: int) -> bool:
+        """Keep the page's ids in range and advance the cursor; decide whether to go on."""
+        ids = page.agg_id
+        sel = ids >= self.cur
+        if self.to_id is not None:
+            sel &= ids <= self.to_id
+        page = page.take(sel)
+        if len(page):
+            self.parts.append(page)
+            self.cur = int(page.agg_id.max()) + 1
+        if self.to_id is None and n < want:
+            return self._done("caught up", complete=True)
+        if not len(page):
+            if n == 0:  # REST has nothing at from_id yet: try again shortly
+                await asyncio.sleep(min(0.1, max(0.0, self.end - time.monotonic())))
+                return True
+            return self._done("ids missing on REST")
+        return True

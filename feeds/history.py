@@ -61,17 +61,15 @@ per row while parsing) exceeds ``memory_fraction`` of the available memory; then
 or with ``dask=True``, a Dask DataFrame with one partition per file (small files grouped up to
 ``partition_rows``), built lazily
 (:func:`dask.dataframe.from_map`) so nothing is read until computed.
+
+File discovery (:func:`discover`, :class:`HistoryFile`) is in :mod:`feeds.history_files`;
+every public name is importable from here.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import re
-import struct
-import zipfile
+import dataclasses
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -81,73 +79,40 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from compute.batch import TradeBatch
+from compute.frames import (
+    HISTORY_COLUMNS,
+    HISTORY_DTYPES,
+    empty_frame,
+    frame_from_batches,
+    symbol_categories,
+    to_ms,
+)
 
 from . import readers
+from .history_files import (
+    ID_COLS,
+    LAYOUTS,
+    MARKETS,
+    QTY_COLS,
+    TIME_COLS,
+    HistoryFile,
+    discover,
+    local_path,
+    parquet_columns,
+)
 
 __all__ = [
     "HISTORY_COLUMNS", "HISTORY_DTYPES", "LAYOUTS", "MARKETS", "HistoryFile", "discover", "empty_frame",
     "frame_from_batches", "load_history", "normalize_frame", "read_file", "read_files", "to_ms",
 ]
 
-#: Output columns, in order.
-HISTORY_COLUMNS = ("time", "price", "qty", "is_buyer_maker", "trade_id", "symbol")
-#: dtypes of every column but ``symbol`` (a ``category`` of the call's symbols).
-HISTORY_DTYPES = {"time": np.dtype("int64"), "price": np.dtype("float64"), "qty": np.dtype("float64"),
-                  "is_buyer_maker": np.dtype("bool"), "trade_id": np.dtype("int64")}
-LAYOUTS = ("auto", "parquet", "vision", "recorder")
-MARKETS = ("usdm", "coinm", "spot")
-
 #: Target rows of one Dask partition (files are grouped up to it).
 PARTITION_ROWS = 2_000_000
 #: Estimated bytes per row while a file is parsed and normalized (columns 34 B + parse buffers).
 BYTES_PER_ROW = 126
-#: Rough size of one CSV line of a trades/aggTrades dump, and of one recorded WebSocket frame.
-_CSV_LINE_BYTES, _WS_LINE_BYTES = 52, 260
-_DAY_MS = 86_400_000
-
-_ARCHIVE_SUFFIXES = (".zip", ".csv", ".csv.gz")
-_WS_SUFFIXES = (".jsonl", ".jsonl.gz", ".txt", ".txt.gz", ".json.gz")
-_DATE_RE = re.compile(r"(?<!\d)(\d{4})-(\d{2})(?:-(\d{2}))?(?!\d)")
-_SYMBOL_DIR_RE = re.compile(r"^[A-Z][A-Z0-9]{2,}(?:_PERP|_\d{6})?$")
-_ID_COLS, _QTY_COLS, _TIME_COLS = ("agg_trade_id", "trade_id", "id"), ("qty", "quantity"), ("time", "transact_time")
 
 
-# -- the schema --------------------------------------------------------------------------
-def _categories(symbols: Iterable[str]) -> pd.CategoricalDtype:
-    return pd.CategoricalDtype(sorted({str(s).upper() for s in symbols}))
-
-
-def empty_frame(symbols: Iterable[str] = ()) -> pd.DataFrame:
-    """A zero-row frame with :data:`HISTORY_COLUMNS` and their dtypes (``symbol`` categories = ``symbols``)."""
-    cols = {c: np.empty(0, d) for c, d in HISTORY_DTYPES.items()}
-    cols["symbol"] = pd.Categorical([], dtype=_categories(symbols))
-    return pd.DataFrame(cols)
-
-
-def frame_from_batches(batches: Sequence[TradeBatch], symbols: Iterable[str] | None = None) -> pd.DataFrame:
-    """Concatenate :class:`~compute.batch.TradeBatch` objects into a history frame (no sorting).
-
-    ``symbols`` gives the ``symbol`` categories (default: the batches' symbols).
-    Returns a DataFrame with :data:`HISTORY_COLUMNS`, dtypes :data:`HISTORY_DTYPES`.
-    """
-    batches = [b for b in batches if b is not None]
-    cat = _categories(symbols if symbols is not None else [b.symbol for b in batches])
-    if not batches:
-        return empty_frame(cat.categories)
-    n = sum(len(b) for b in batches)
-    sym_codes = np.concatenate([np.full(len(b), cat.categories.get_loc(b.symbol) if b.symbol in cat.categories
-                                        else -1, np.int8 if len(cat.categories) < 127 else np.int32)
-                                for b in batches]) if n else np.empty(0, np.int8)
-    return pd.DataFrame({
-        "time": np.concatenate([b.time for b in batches]),
-        "price": np.concatenate([b.price for b in batches]),
-        "qty": np.concatenate([b.qty for b in batches]),
-        "is_buyer_maker": np.concatenate([b.is_buyer_maker for b in batches]),
-        "trade_id": np.concatenate([b.trade_id for b in batches]),
-        "symbol": pd.Categorical.from_codes(sym_codes, dtype=cat),
-    })
-
-
+# -- the schema (defined in compute.frames) ------------------------------------------------
 def normalize_frame(df: pd.DataFrame, symbols: Iterable[str] | None = None, symbol: str | None = None) -> pd.DataFrame:
     """Return ``df`` in the history schema (same rows, same order, a new frame).
 
@@ -157,290 +122,28 @@ def normalize_frame(df: pd.DataFrame, symbols: Iterable[str] | None = None, symb
     no symbol is known.
     """
     out = {}
-    t = df[next((c for c in _TIME_COLS if c in df), "time")]
+    t = df[next((c for c in TIME_COLS if c in df), "time")]
     if np.issubdtype(t.dtype, np.datetime64) or isinstance(t.dtype, pd.DatetimeTZDtype):
         t = pd.to_datetime(t, utc=True).astype("datetime64[ms, UTC]").astype("int64")
     out["time"] = np.asarray(t, dtype=np.int64)
     out["price"] = np.asarray(df["price"], dtype=np.float64)
-    out["qty"] = np.asarray(df[next((c for c in _QTY_COLS if c in df), "qty")], dtype=np.float64)
+    out["qty"] = np.asarray(df[next((c for c in QTY_COLS if c in df), "qty")], dtype=np.float64)
     out["is_buyer_maker"] = np.asarray(df["is_buyer_maker"], dtype=bool)
-    out["trade_id"] = np.asarray(df[next((c for c in _ID_COLS if c in df), "trade_id")], dtype=np.int64)
+    out["trade_id"] = np.asarray(df[next((c for c in ID_COLS if c in df), "trade_id")], dtype=np.int64)
     if "symbol" in df:
         sym = df["symbol"].astype(str).str.upper().to_numpy()
     elif symbol:
         sym = np.full(len(df), symbol.upper(), dtype=object)
     else:
         raise ValueError("no symbol column and no symbol= given")
-    cat = _categories(symbols if symbols is not None else pd.unique(sym))
+    cat = symbol_categories(symbols if symbols is not None else pd.unique(sym))
     out["symbol"] = pd.Categorical(sym, dtype=cat)
     return pd.DataFrame(out)
 
-
-# -- time arguments ------------------------------------------------------------------------
-def to_ms(value, *, end: bool = False) -> int | None:
-    """A range bound as UTC ms.
-
-    ``None`` stays None; int/float are UTC ms; ``datetime``/``Timestamp``/ISO strings
-    are converted (naive = UTC). A bare **date** (``datetime.date`` or ``"YYYY-MM-DD"``)
-    as ``end`` means the end of that day (inclusive date, as the backfill's
-    ``--end``), i.e. the next midnight; as a start it is that midnight.
-
-    Raises ValueError for an unparsable value.
-    """
-    if value is None:
-        return None
-    if isinstance(value, int | np.integer | float | np.floating) and not isinstance(value, bool):
-        return int(value)
-    is_date = (isinstance(value, dt.date) and not isinstance(value, dt.datetime)) or (
-        isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()) is not None)
-    try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"cannot read {value!r} as a time") from e
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    ms = int(ts.value // 1_000_000)
-    return ms + _DAY_MS if (is_date and end) else ms
-
-
-# -- discovery -------------------------------------------------------------------------------
-@dataclass
-class HistoryFile:
-    """One input file found by :func:`discover`.
-
-    ``kind`` is ``parquet``, ``archive`` (CSV/zip dumps) or ``ws`` (raw frames);
-    ``symbol`` is the file's single symbol when known from its name or folder;
-    ``t0``/``t1`` the UTC ms span it covers (``t1`` exclusive; None = unknown);
-    ``rows`` an estimate; ``id_ranges`` per symbol ``(min, max)`` trade id from
-    Parquet statistics; ``earlier`` the Parquet files before it in the reading order
-    whose id range of a symbol overlaps its own, as ``(path, symbol, lo, hi)``: the ids
-    they hold are dropped from this file (see the module docstring).
-    """
-
-    path: Path
-    kind: str
-    symbol: str = ""
-    market: str | None = None
-    t0: int | None = None
-    t1: int | None = None
-    rows: int = 0
-    id_ranges: dict = field(default_factory=dict)
-    earlier: list = field(default_factory=list)
-
-
-def _market_of(path: Path) -> str | None:
-    """Market named by the path: vision tree folders (``futures/um``, ``futures/cm``, ``spot``), a
-    ``usdm``/``coinm``/``spot`` folder, or such a token in the file name (``ws-raw-spot-...``,
-    ``binance-futures_...``); None when nothing says."""
-    parts = [p.lower() for p in path.parent.parts]
-    for i, p in enumerate(parts):
-        if p in MARKETS:
-            return p
-        if p == "futures" and i + 1 < len(parts) and parts[i + 1] in ("um", "cm"):
-            return {"um": "usdm", "cm": "coinm"}[parts[i + 1]]
-    name = path.name.lower()
-    toks = set(re.split(r"[-_.\s]+", name))
-    if toks & {"usdm", "um"} or "binance-futures" in name:
-        return "usdm"
-    if toks & {"coinm", "cm"} or "binance-delivery" in name:
-        return "coinm"
-    if "spot" in toks:
-        return "spot"
-    return None
-
-
-def _symbol_of(path: Path) -> str:
-    sym = readers.symbol_from_name(path)
-    if sym:
-        return sym
-    for part in reversed(path.parent.parts[-3:]):
-        if _SYMBOL_DIR_RE.match(part) and part.upper() not in ("DATA", "SPOT"):
-            return part
-    return ""
-
-
-def _span_from_name(path: Path) -> tuple[int | None, int | None]:
-    m = _DATE_RE.search(path.name)
-    if not m:
-        return None, None
-    y, mo, d = int(m.group(1)), int(m.group(2)), m.group(3)
-    try:
-        if d is not None:
-            t0 = to_ms(dt.date(y, mo, int(d)))
-            return t0, t0 + _DAY_MS
-        nxt = dt.date(y + (mo == 12), mo % 12 + 1, 1)
-        return to_ms(dt.date(y, mo, 1)), to_ms(nxt)
-    except ValueError:
-        return None, None
-
-
-def _uncompressed_size(path: Path) -> int:
-    name = path.name.lower()
-    try:
-        if name.endswith(".zip"):
-            with zipfile.ZipFile(path) as zf:
-                return sum(i.file_size for i in zf.infolist())
-        if name.endswith(".gz"):
-            with open(path, "rb") as f:
-                f.seek(-4, 2)
-                isize = struct.unpack("<I", f.read(4))[0]
-            return max(isize, path.stat().st_size * 3)  # ISIZE is mod 2**32
-    except (OSError, zipfile.BadZipFile, struct.error):
-        pass
-    return path.stat().st_size
-
-
-def _parquet_columns(schema: pa.Schema) -> dict | None:
-    names = set(schema.names)
-    cols = {
-        "id": next((c for c in _ID_COLS if c in names), None),
-        "qty": next((c for c in _QTY_COLS if c in names), None),
-        "time": next((c for c in _TIME_COLS if c in names), None),
-    }
-    if None in cols.values() or "price" not in names or "is_buyer_maker" not in names:
-        return None
-    cols["symbol"] = "symbol" if "symbol" in names else None
-    return cols
-
-
-def _time_value_ms(v) -> int | None:
-    if v is None:
-        return None
-    if isinstance(v, dt.datetime):
-        return to_ms(v)
-    return int(v)
-
-
-def _parquet_file(path: Path) -> HistoryFile | None:
-    try:
-        meta = pq.read_metadata(path)
-    except (OSError, pa.ArrowInvalid):
-        return None  # a file still being written, or not Parquet: nothing to read yet
-    schema = meta.schema.to_arrow_schema()
-    cols = _parquet_columns(schema)
-    if cols is None:
-        return None
-    hf = HistoryFile(path, "parquet", symbol="" if cols["symbol"] else _symbol_of(path), rows=meta.num_rows)
-    names = schema.names
-    t_idx, id_idx = names.index(cols["time"]), names.index(cols["id"])
-    s_idx = names.index(cols["symbol"]) if cols["symbol"] else None
-    t0 = t1 = None
-    lo = hi = None
-    syms: set = set()
-    stats_ok = meta.num_row_groups > 0
-    for g in range(meta.num_row_groups):
-        rg = meta.row_group(g)
-        if rg.num_rows == 0:
-            continue
-        ts, ids = rg.column(t_idx).statistics, rg.column(id_idx).statistics
-        if ts is None or not ts.has_min_max or ids is None or not ids.has_min_max:
-            stats_ok = False
-            break
-        if s_idx is not None:
-            ss = rg.column(s_idx).statistics
-            syms.update((ss.min, ss.max) if ss is not None and ss.has_min_max else (None, None))
-        a, b = _time_value_ms(ts.min), _time_value_ms(ts.max)
-        t0 = a if t0 is None else min(t0, a)
-        t1 = b + 1 if t1 is None else max(t1, b + 1)
-        lo = int(ids.min) if lo is None else min(lo, int(ids.min))
-        hi = int(ids.max) if hi is None else max(hi, int(ids.max))
-    if stats_ok and t0 is not None:
-        hf.t0, hf.t1 = t0, t1
-        one = hf.symbol if cols["symbol"] is None else (str(next(iter(syms))) if len(syms) == 1 else "")
-        if one and None not in syms:
-            hf.id_ranges = {one.upper(): (lo, hi)}
-            hf.symbol = hf.symbol or one.upper()
-    if hf.t0 is None:
-        hf.t0, hf.t1 = _span_from_name(path)
-    hf.market = _market_of(path)
-    return hf
-
-
-def _walk(source) -> list[Path]:
-    paths = [source] if isinstance(source, str | Path) else list(source)
-    out = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*") if q.is_file()))
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise FileNotFoundError(f"{p}: no such file or folder")
-    return out
-
-
-def _is(path: Path, suffixes) -> bool:
-    n = path.name.lower()
-    return any(n.endswith(s) for s in suffixes)
-
-
-def discover(source, market: str = "usdm", symbols=None, start=None, end=None, layout: str = "auto") -> list[HistoryFile]:
-    """Find the input files of :func:`load_history` (same arguments), ordered as they will be read.
-
-    Raises
-    ------
-    ValueError
-        Unknown ``layout`` or ``market``.
-    FileNotFoundError
-        A path that does not exist.
-    """
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    if market not in MARKETS:
-        raise ValueError(f"market must be one of {MARKETS}, got {market!r}")
-    want = None if symbols is None else {s.upper() for s in ([symbols] if isinstance(symbols, str) else symbols)}
-    s_ms, e_ms = to_ms(start), to_ms(end, end=True)
-    found: list[HistoryFile] = []
-    for path in _walk(source):
-        name = path.name.lower()
-        hf = None
-        if name.startswith("."):
-            continue  # a writer's temporary file
-        if name.endswith(".parquet") and layout in ("auto", "parquet", "recorder"):
-            hf = _parquet_file(path)
-        elif _is(path, _ARCHIVE_SUFFIXES) and layout in ("auto", "vision"):
-            hf = HistoryFile(path, "archive", symbol=_symbol_of(path), market=_market_of(path),
-                             rows=_uncompressed_size(path) // _CSV_LINE_BYTES)
-            hf.t0, hf.t1 = _span_from_name(path)
-        elif _is(path, _WS_SUFFIXES) and layout in ("auto", "recorder"):
-            hf = HistoryFile(path, "ws", symbol=_symbol_of(path), market=_market_of(path),
-                             rows=_uncompressed_size(path) // _WS_LINE_BYTES)
-        if hf is None:
-            continue
-        if hf.market is not None and hf.market != market:
-            continue
-        if want is not None and hf.symbol and hf.symbol.upper() not in want:
-            continue
-        if (s_ms is not None and hf.t1 is not None and hf.t1 <= s_ms) or (
-                e_ms is not None and hf.t0 is not None and hf.t0 >= e_ms):
-            continue
-        found.append(hf)
-    # raw frames only for symbols that no Parquet trade file covers (the recorder writes both)
-    if any(f.kind == "parquet" and not f.symbol for f in found):
-        found = [f for f in found if f.kind != "ws"]
-    else:
-        covered = {f.symbol for f in found if f.kind == "parquet"}
-        found = [f for f in found if f.kind != "ws" or not covered or (f.symbol and f.symbol not in covered)]
-    found.sort(key=lambda f: (f.t0 if f.t0 is not None else -1, f.symbol, str(f.path)))
-    _overlap_rule(found)
-    return found
-
-
-def _overlap_rule(files: list[HistoryFile]) -> None:
-    """Fill ``earlier`` for Parquet files whose id range of a symbol overlaps a file read before them."""
-    done: list[HistoryFile] = []
-    for f in files:
-        for sym, (lo, hi) in f.id_ranges.items():
-            for g in done:
-                r = g.id_ranges.get(sym)
-                if r is not None and r[0] <= hi and lo <= r[1]:
-                    f.earlier.append((str(g.path), sym, max(lo, r[0]), min(hi, r[1])))
-        if f.id_ranges:
-            done.append(f)
-
-
 def _ids_in(path: str, sym: str, lo: int, hi: int) -> np.ndarray:
     """Trade ids of ``sym`` in ``[lo, hi]`` held by a Parquet trade file (id column only, pushed-down filter)."""
-    cols = _parquet_columns(pq.read_schema(path))
+    path = local_path(path)
+    cols = parquet_columns(pq.read_schema(path))
     filt = [(cols["id"], ">=", lo), (cols["id"], "<=", hi)]
     if cols["symbol"]:
         filt.append((cols["symbol"], "==", sym))
@@ -465,7 +168,7 @@ def _dedup_sorted(df: pd.DataFrame) -> pd.DataFrame:
 
 def _read_parquet(f: HistoryFile, cat: pd.CategoricalDtype, s_ms, e_ms, threads: bool = True) -> pd.DataFrame:
     pf = pq.ParquetFile(f.path)
-    cols = _parquet_columns(pf.schema_arrow)
+    cols = parquet_columns(pf.schema_arrow)
     ttype = pf.schema_arrow.field(cols["time"]).type
     filt = []
     if cols["symbol"]:
@@ -518,8 +221,9 @@ def read_file(f: HistoryFile, categories: Sequence[str], start=None, end=None, t
     Rows sorted by (symbol, trade id); repeated ids, and ids held by ``f.earlier`` files, dropped.
     ``threads``: let Arrow decode Parquet with its thread pool.
     """
-    cat = _categories(categories)
+    cat = symbol_categories(categories)
     s_ms, e_ms = to_ms(start), to_ms(end, end=True)
+    f = dataclasses.replace(f, path=local_path(f.path))  # an fsspec URL is fetched here, where it is read
     if f.kind == "parquet":
         df = _read_parquet(f, cat, s_ms, e_ms, threads)
     else:
@@ -545,7 +249,7 @@ def read_files(files: Sequence[HistoryFile], categories: Sequence[str], start=No
     parts = [read_file(f, categories, start, end, threads) for f in files]
     parts = [p for p in parts if len(p)] or parts[:1]
     out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-    out["symbol"] = out["symbol"].astype(_categories(categories))
+    out["symbol"] = out["symbol"].astype(symbol_categories(categories))
     return out
 
 
@@ -579,10 +283,11 @@ def _symbols_in(files: list[HistoryFile], want) -> list[str]:
     syms = {f.symbol.upper() for f in files if f.symbol}
     for f in files:
         if f.kind == "parquet" and not f.symbol:
-            col = _parquet_columns(pq.read_schema(f.path))["symbol"]
-            syms.update(s.upper() for s in pc.unique(pq.read_table(f.path, columns=[col])[col]).to_pylist() if s)
+            path = local_path(f.path)
+            col = parquet_columns(pq.read_schema(path))["symbol"]
+            syms.update(s.upper() for s in pc.unique(pq.read_table(path, columns=[col])[col]).to_pylist() if s)
         elif not f.symbol:
-            syms.update(s for s in readers.read_file(f.path).batches if s)
+            syms.update(s for s in readers.read_file(local_path(f.path)).batches if s)
     return sorted(syms)
 
 
@@ -605,7 +310,10 @@ def load_history(
     ----------
     source : str, Path or list of them
         A folder (searched recursively) or files: backfill/recorder Parquet, data.binance.vision
-        archives, trades dumps, raw frame recordings (see the module docstring).
+        archives, trades dumps, raw frame recordings (see the module docstring). Each may be an
+        fsspec URL: ``file://``, ``memory://``, ``s3://`` (with s3fs installed)...; a remote file is
+        fetched where it is read (:func:`feeds.history_files.local_path`), on each Dask worker for the
+        Dask result, so workers on other machines need no shared disk.
     market : {"usdm", "coinm", "spot"}
         Files whose path names another market (vision tree ``futures/um``, ``futures/cm``,
         ``spot``; or a ``usdm``/``coinm``/``spot`` folder) are skipped.
@@ -652,13 +360,29 @@ def load_history(
     est = sum(f.rows for f in files) * BYTES_PER_ROW
     use_dask = dask if dask is not None else est > memory_fraction * _available_memory()
     if use_dask:
-        import dask.dataframe as dd
+        return _dask_frame(files, cats, s_ms, e_ms, partition_rows)
+    parts = _read_all(files, cats, s_ms, e_ms, f"{market} {','.join(cats) or 'trades'}", progress)
+    out, dropped = _concat_unique(parts, cats)
+    out.attrs.update({"market": market, "symbols": cats, "files": [str(f.path) for f in files],
+                      "duplicates_dropped": dropped})
+    return out
 
-        return dd.from_map(read_files, _groups(files, partition_rows), categories=cats, start=s_ms, end=e_ms, meta=empty_frame(cats),
-                           enforce_metadata=False, label="flowlens-history")
+
+def _dask_frame(files: list[HistoryFile], cats: list[str], s_ms, e_ms, partition_rows: int):
+    """A lazy Dask DataFrame: one partition per group of files (:func:`read_files`), history schema."""
+    from compute.extras import need
+
+    dd = need("dask.dataframe", "load_history(..., dask=True)")
+
+    return dd.from_map(read_files, _groups(files, partition_rows), categories=cats, start=s_ms, end=e_ms,
+                       meta=empty_frame(cats), enforce_metadata=False, label="flowlens-history")
+
+
+def _read_all(files: list[HistoryFile], cats: list[str], s_ms, e_ms, desc: str,
+              progress: bool) -> list[pd.DataFrame]:
+    """:func:`read_file` of every file in order (the non-empty frames), with a tqdm bar when ``progress``."""
     parts = []
-    bar = tqdm(files, desc=f"{market} {','.join(cats) or 'trades'}", unit="file", disable=not progress,
-               leave=False)
+    bar = tqdm(files, desc=desc, unit="file", disable=not progress, leave=False)
     rows = 0
     for f in bar:
         df = read_file(f, cats, s_ms, e_ms)
@@ -667,17 +391,20 @@ def load_history(
         if len(df):
             parts.append(df)
     bar.close()
+    return parts
+
+
+def _concat_unique(parts: list[pd.DataFrame], cats: list[str]) -> tuple[pd.DataFrame, int]:
+    """The parts concatenated (``symbol`` categories ``cats``), repeated (symbol, trade id) dropped; and how many."""
     out = pd.concat(parts, ignore_index=True) if parts else empty_frame(cats)
-    out["symbol"] = out["symbol"].astype(_categories(cats))
+    out["symbol"] = out["symbol"].astype(symbol_categories(cats))
     dropped = 0
     if _ranges_overlap(parts):
         dup = out.duplicated(["symbol", "trade_id"], keep="first").to_numpy()
         dropped = int(dup.sum())
         if dropped:
             out = out[~dup].reset_index(drop=True)
-    out.attrs.update({"market": market, "symbols": cats, "files": [str(f.path) for f in files],
-                      "duplicates_dropped": dropped})
-    return out
+    return out, dropped
 
 
 def _ranges_overlap(parts: list[pd.DataFrame]) -> bool:
@@ -692,3 +419,54 @@ def _ranges_overlap(parts: list[pd.DataFrame]) -> bool:
         if any(b[0] <= a[1] for a, b in zip(ranges, ranges[1:], strict=False)):
             return True
     return False
+
+
+def load_liquidations(source, market: str = "usdm", symbols: str | Sequence[str] | None = None, start=None,
+                      end=None) -> pd.DataFrame:
+    """Liquidations (Binance forceOrder snapshots) recorded under ``source``, in time order.
+
+    ``source``: a folder written by ``python -m feeds record`` (its ``liquidations/<market>/<SYMBOL>/<day>/``
+    Parquet parts), or a file of forceOrder frames (JSON lines, ``.gz`` ok), or a list of them. ``symbols``,
+    ``start`` (inclusive) and ``end`` (exclusive) as :func:`load_history`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns of :data:`feeds.decode.LIQUIDATION_COLUMNS` (``time`` int64 UTC ms, prices quote currency,
+        quantities base asset), repeated rows dropped.
+
+    Raises
+    ------
+    FileNotFoundError
+        A path that does not exist.
+    """
+    from pathlib import Path
+
+    from .liquidations import read_liquidations as read_frames
+    from .recorder_files import LIQUIDATIONS_SCHEMA
+    from .recorder_files import read_liquidations as read_parts
+
+    want = None if symbols is None else sorted({x.upper() for x in ([symbols] if isinstance(symbols, str) else symbols)})
+    parts = []
+    for src in [source] if isinstance(source, str | Path) else list(source):
+        p = Path(src)
+        if p.is_dir():
+            parts.append(read_parts(p, market, want))
+        elif p.is_file():
+            parts.append(read_frames(p))
+        else:
+            raise FileNotFoundError(f"{p}: no such file or folder")
+    parts = [x for x in parts if len(x)]
+    if not parts:
+        return LIQUIDATIONS_SCHEMA.empty_table().to_pandas()
+    df = pd.concat(parts, ignore_index=True)
+    keep = np.ones(len(df), dtype=bool)
+    if want is not None:
+        keep &= df["symbol"].str.upper().isin(want).to_numpy()
+    s_ms, e_ms = to_ms(start), to_ms(end, end=True)
+    if s_ms is not None:
+        keep &= df["time"].to_numpy() >= s_ms
+    if e_ms is not None:
+        keep &= df["time"].to_numpy() < e_ms
+    return df[keep].drop_duplicates().sort_values("time", kind="stable").reset_index(drop=True)
+

@@ -40,19 +40,20 @@ The WebSocket side is :class:`feeds.binance_ws.BinanceStreamClient` (reconnects,
 Parquet trades are what it releases, so trades fetched from REST to fill a gap are
 in the Parquet files but not in the raw frame files (which hold exactly the frames
 received, including duplicates, garbage and acknowledgements).
+
+The file layer (schemas, atomic writes, compaction, reading back) is in
+:mod:`feeds.recorder_files`; every public name is importable from here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import gzip
 import logging
 import os
 import signal
 import time
-import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -61,7 +62,21 @@ import orjson
 import pandas as pd
 import param
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from .recorder_files import (
+    LIQUIDATION_COLUMNS,
+    LIQUIDATIONS_SCHEMA,
+    TRADE_COLUMNS,
+    TRADES_SCHEMA,
+    compact_dir,
+    day_name,
+    hour_name,
+    read_liquidations,
+    read_raw_frames,
+    read_trades,
+    trades_table,
+    write_parquet_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,195 +86,8 @@ __all__ = [
     "record_main", "compact_dir",
 ]
 
-TRADE_COLUMNS = ("symbol", "agg_trade_id", "price", "qty", "first_trade_id", "last_trade_id", "time",
-                 "is_buyer_maker")
-LIQUIDATION_COLUMNS = ("symbol", "side", "order_type", "price", "avg_price", "orig_qty", "filled_qty", "status",
-                       "time")
-
-_MS = {b"unit": b"UTC milliseconds since the epoch"}
-#: Normalized trades (recorder and backfill write the same layout).
-TRADES_SCHEMA = pa.schema([
-    pa.field("symbol", pa.string()),
-    pa.field("agg_trade_id", pa.int64()),
-    pa.field("price", pa.float64()),
-    pa.field("qty", pa.float64()),
-    pa.field("first_trade_id", pa.int64()),
-    pa.field("last_trade_id", pa.int64()),
-    pa.field("time", pa.int64(), metadata=_MS),
-    pa.field("is_buyer_maker", pa.bool_()),
-])
-#: Normalized liquidations (forceOrder snapshots).
-LIQUIDATIONS_SCHEMA = pa.schema([
-    pa.field("symbol", pa.string()),
-    pa.field("side", pa.string()),
-    pa.field("order_type", pa.string()),
-    pa.field("price", pa.float64()),
-    pa.field("avg_price", pa.float64()),
-    pa.field("orig_qty", pa.float64()),
-    pa.field("filled_qty", pa.float64()),
-    pa.field("status", pa.string()),
-    pa.field("time", pa.int64(), metadata=_MS),
-])
-
 _DAY_MS = 86_400_000
 _HOUR_MS = 3_600_000
-
-
-def _day(ms: int) -> str:
-    return (dt.datetime(1970, 1, 1) + dt.timedelta(milliseconds=int(ms))).strftime("%Y-%m-%d")
-
-
-def _hour(ms: int) -> str:
-    return (dt.datetime(1970, 1, 1) + dt.timedelta(milliseconds=int(ms))).strftime("%Y-%m-%dT%H")
-
-
-def trades_table(symbol: str, agg_trade_id, price, qty, first_trade_id, last_trade_id, time_ms,
-                 is_buyer_maker) -> pa.Table:
-    """Build a :data:`TRADES_SCHEMA` table from columns of shape (N,) (ids/time int64, price/qty float64, bool)."""
-    n = len(agg_trade_id)
-    return pa.table({
-        "symbol": pa.array([symbol.upper()] * n, pa.string()) if n else pa.array([], pa.string()),
-        "agg_trade_id": np.asarray(agg_trade_id, np.int64),
-        "price": np.asarray(price, np.float64),
-        "qty": np.asarray(qty, np.float64),
-        "first_trade_id": np.asarray(first_trade_id, np.int64),
-        "last_trade_id": np.asarray(last_trade_id, np.int64),
-        "time": np.asarray(time_ms, np.int64),
-        "is_buyer_maker": np.asarray(is_buyer_maker, bool),
-    }, schema=TRADES_SCHEMA)
-
-
-def write_parquet_atomic(table: pa.Table, path: Path, fsync: bool = False) -> Path:
-    """Write ``table`` to ``path`` so that ``path`` is either complete or absent.
-
-    The data goes to a hidden ``.<name>.tmp`` next to it, then :func:`os.replace`.
-    Readers globbing ``*.parquet`` never see the temporary file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    if fsync:
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    os.replace(tmp, path)
-    return path
-
-
-def _fsync_dir(d: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-# ----------------------------------------------------------------------------- reading back
-def _files(out: Path, kind: str, market: str, symbols) -> list[Path]:
-    base = Path(out) / kind / market
-    if not base.exists():
-        return []
-    syms = None if symbols is None else {s.upper() for s in ([symbols] if isinstance(symbols, str) else symbols)}
-    files = []
-    for sd in sorted(base.iterdir()):
-        if sd.is_dir() and (syms is None or sd.name in syms):
-            files.extend(sorted(p for p in sd.rglob("*.parquet") if not p.name.startswith(".")))
-    return files
-
-
-def read_trades(out, market: str = "usdm", symbols=None) -> pd.DataFrame:
-    """All recorded/backfilled trades under ``out`` as one DataFrame (:data:`TRADE_COLUMNS`).
-
-    Sorted by symbol then ``agg_trade_id``; an id present in several files (a part and
-    its compaction after a crash, a recorded hour and a backfilled day) appears once.
-    """
-    files = _files(out, "trades", market, symbols)
-    if not files:
-        return TRADES_SCHEMA.empty_table().to_pandas()
-    t = pa.concat_tables([pq.read_table(f, schema=TRADES_SCHEMA) for f in files])
-    df = t.to_pandas()
-    df = df.drop_duplicates(["symbol", "agg_trade_id"]).sort_values(["symbol", "agg_trade_id"], kind="stable")
-    return df.reset_index(drop=True)
-
-
-def read_liquidations(out, market: str = "usdm", symbols=None) -> pd.DataFrame:
-    """All recorded liquidations under ``out`` (:data:`LIQUIDATION_COLUMNS`), repeated rows dropped, by time."""
-    files = _files(out, "liquidations", market, symbols)
-    if not files:
-        return LIQUIDATIONS_SCHEMA.empty_table().to_pandas()
-    df = pa.concat_tables([pq.read_table(f, schema=LIQUIDATIONS_SCHEMA) for f in files]).to_pandas()
-    return df.drop_duplicates().sort_values(["time", "symbol"], kind="stable").reset_index(drop=True)
-
-
-def read_raw_frames(path) -> list[tuple[int, str]]:
-    """Read a raw frame file: ``[(receive ms, frame text), ...]``.
-
-    Reads every complete gzip member; a member cut by a crash at the end of the file
-    is ignored (its frames were never reported as flushed).
-    """
-    data = Path(path).read_bytes()
-    out: list[tuple[int, str]] = []
-    pos = 0
-    while pos < len(data):
-        d = zlib.decompressobj(wbits=31)
-        try:
-            chunk = d.decompress(data[pos:])
-        except zlib.error:
-            break
-        if not d.eof:
-            break  # truncated last member
-        for line in chunk.decode("utf-8", "replace").splitlines():
-            ts, _, frame = line.partition(" ")
-            if ts.isdigit():
-                out.append((int(ts), frame))
-        pos = len(data) - len(d.unused_data)
-    return out
-
-
-# ----------------------------------------------------------------------------- compaction
-def compact_dir(day_dir: Path, before_ms: int | None = None, fsync: bool = True) -> Path | None:
-    """Merge the ``part-*.parquet`` files of one symbol-day folder flushed before ``before_ms`` (all if None).
-
-    Writes ``rec-<first flush ms>-<last flush ms>.parquet`` atomically, then deletes the
-    parts (a crash in between leaves rows twice, which the readers drop); a single part
-    is just renamed. Trades are
-    de-duplicated by ``agg_trade_id`` and sorted; liquidations drop repeated rows.
-    Returns the new file, or None when there was nothing to merge.
-    """
-    parts = []
-    for p in sorted(Path(day_dir).glob("part-*.parquet")):
-        try:
-            ms = int(p.name.split("-")[1])
-        except (IndexError, ValueError):
-            continue
-        if before_ms is None or ms < before_ms:
-            parts.append((ms, p))
-    if not parts:
-        return None
-    out = Path(day_dir) / f"rec-{parts[0][0]:013d}-{parts[-1][0]:013d}.parquet"
-    if len(parts) == 1:  # nothing to merge: give it its final name
-        os.replace(parts[0][1], out)
-        return out
-    tables = [pq.read_table(p) for _, p in parts]
-    t = pa.concat_tables(tables, promote_options="default")
-    df = t.to_pandas()
-    if "agg_trade_id" in df:
-        df = df.drop_duplicates("agg_trade_id").sort_values("agg_trade_id", kind="stable")
-        schema = TRADES_SCHEMA
-    else:
-        df = df.drop_duplicates().sort_values("time", kind="stable")
-        schema = LIQUIDATIONS_SCHEMA
-    write_parquet_atomic(pa.Table.from_pandas(df, schema=schema, preserve_index=False), out, fsync=fsync)
-    if fsync:
-        _fsync_dir(Path(day_dir))
-    for _, p in parts:
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
-    return out
 
 
 # ----------------------------------------------------------------------------- the sink
@@ -326,10 +154,12 @@ class RecordingSink:
             self._liq.append(df[list(LIQUIDATION_COLUMNS)].copy())
 
     def add_gap(self, gap: dict) -> None:
+        """One gap record (:meth:`feeds.gapfill.Gap.to_dict`), appended to ``gaps/<market>.jsonl`` at the next flush."""
         self._gaps.append(gap)
 
     @property
     def pending_rows(self) -> int:
+        """Raw frames, trades and liquidations buffered since the last flush."""
         return (len(self._raw) + sum(t.num_rows for ts in self._trades.values() for t in ts)
                 + sum(len(d) for d in self._liq))
 
@@ -339,34 +169,52 @@ class RecordingSink:
         return f"part-{now_ms:013d}-{os.getpid()}-{self._seq:06d}.parquet"
 
     def flush(self, status: dict | None = None) -> int:
-        """Write everything buffered; returns the number of rows/frames written."""
+        """Write everything buffered; returns the number of rows/frames written.
+
+        Raw frames, trades, liquidations and gaps are written in that order, then
+        ``status`` (if given) and, once per UTC hour, the compaction of the parts
+        of finished hours.  Raises OSError when the disk refuses a write.
+        """
         now_ms = int(time.time() * 1000)
+        n = self._flush_raw() + self._flush_trades(now_ms) + self._flush_liquidations(now_ms)
+        self._flush_gaps()
+        self.written["flushes"] += 1
+        if status is not None:
+            self._write_status(status, now_ms)
+        self._compact_finished_hours(now_ms)
+        return n
+
+    def _flush_raw(self) -> int:
+        """Raw frames: one gzip member per (hour file, flush); returns the frames written."""
+        if not self._raw:
+            return 0
+        by_hour: dict[str, list[str]] = {}
+        for ms, text in self._raw:
+            by_hour.setdefault(hour_name(ms), []).append(f"{ms} {text}\n")
+        for hour, lines in by_hour.items():
+            d = self.out / "raw" / self.market / hour[:10]
+            d.mkdir(parents=True, exist_ok=True)
+            member = gzip.compress("".join(lines).encode(), compresslevel=6, mtime=0)
+            with open(d / f"{self.market}-{hour}.jsonl.gz", "ab") as f:
+                f.write(member)
+                f.flush()
+                if self.fsync:
+                    os.fsync(f.fileno())
+        n = len(self._raw)
+        self.written["raw_frames"] += n
+        self._raw = []
+        return n
+
+    def _flush_trades(self, now_ms: int) -> int:
+        """Trades: one part per symbol and trade day; returns the trades written."""
         n = 0
-        # raw frames: one gzip member per (hour file, flush)
-        if self._raw:
-            by_hour: dict[str, list[str]] = {}
-            for ms, text in self._raw:
-                by_hour.setdefault(_hour(ms), []).append(f"{ms} {text}\n")
-            for hour, lines in by_hour.items():
-                d = self.out / "raw" / self.market / hour[:10]
-                d.mkdir(parents=True, exist_ok=True)
-                member = gzip.compress("".join(lines).encode(), compresslevel=6, mtime=0)
-                with open(d / f"{self.market}-{hour}.jsonl.gz", "ab") as f:
-                    f.write(member)
-                    f.flush()
-                    if self.fsync:
-                        os.fsync(f.fileno())
-            n += len(self._raw)
-            self.written["raw_frames"] += len(self._raw)
-            self._raw = []
-        # trades per symbol and trade day
         for sym, tables in self._trades.items():
             t = pa.concat_tables(tables)
             times = t.column("time").to_numpy()
             days = times // _DAY_MS
             for dday in np.unique(days):
                 sel = t.filter(pa.array(days == dday)) if len(np.unique(days)) > 1 else t
-                day = _day(int(dday) * _DAY_MS)
+                day = day_name(int(dday) * _DAY_MS)
                 write_parquet_atomic(sel, self.out / "trades" / self.market / sym / day / self._part_name(now_ms),
                                      fsync=self.fsync)
                 self.written["parts"] += 1
@@ -376,37 +224,43 @@ class RecordingSink:
             self.written["trades"] += t.num_rows
             n += t.num_rows
         self._trades = {}
-        # liquidations per symbol and day
-        if self._liq:
-            df = pd.concat(self._liq, ignore_index=True)
-            df["_day"] = df["time"].astype(np.int64) // _DAY_MS
-            for (sym, dday), g in df.groupby(["symbol", "_day"], sort=True):
-                tbl = pa.Table.from_pandas(g.drop(columns="_day"), schema=LIQUIDATIONS_SCHEMA, preserve_index=False)
-                write_parquet_atomic(tbl, self.out / "liquidations" / self.market / str(sym).upper()
-                                     / _day(int(dday) * _DAY_MS) / self._part_name(now_ms), fsync=self.fsync)
-                self.written["parts"] += 1
-            self.written["liquidations"] += len(df)
-            n += len(df)
-            self._liq = []
-        if self._gaps:
-            gd = self.out / "gaps"
-            gd.mkdir(parents=True, exist_ok=True)
-            with open(gd / f"{self.market}.jsonl", "ab") as f:
-                f.write(b"".join(orjson.dumps(g, default=str) + b"\n" for g in self._gaps))
-                f.flush()
-            self.written["gaps"] += len(self._gaps)
-            self._gaps = []
-        self.written["flushes"] += 1
-        if status is not None:
-            self._write_status(status, now_ms)
-        # compact the parts of finished hours once per hour
+        return n
+
+    def _flush_liquidations(self, now_ms: int) -> int:
+        """Liquidations: one part per symbol and day (of the trade time); returns the rows written."""
+        if not self._liq:
+            return 0
+        df = pd.concat(self._liq, ignore_index=True)
+        df["_day"] = df["time"].astype(np.int64) // _DAY_MS
+        for (sym, dday), g in df.groupby(["symbol", "_day"], sort=True):
+            tbl = pa.Table.from_pandas(g.drop(columns="_day"), schema=LIQUIDATIONS_SCHEMA, preserve_index=False)
+            write_parquet_atomic(tbl, self.out / "liquidations" / self.market / str(sym).upper()
+                                 / day_name(int(dday) * _DAY_MS) / self._part_name(now_ms), fsync=self.fsync)
+            self.written["parts"] += 1
+        self.written["liquidations"] += len(df)
+        self._liq = []
+        return len(df)
+
+    def _flush_gaps(self) -> None:
+        """Gap records appended to ``gaps/<market>.jsonl``, one JSON object a line."""
+        if not self._gaps:
+            return
+        gd = self.out / "gaps"
+        gd.mkdir(parents=True, exist_ok=True)
+        with open(gd / f"{self.market}.jsonl", "ab") as f:
+            f.write(b"".join(orjson.dumps(g, default=str) + b"\n" for g in self._gaps))
+            f.flush()
+        self.written["gaps"] += len(self._gaps)
+        self._gaps = []
+
+    def _compact_finished_hours(self, now_ms: int) -> None:
+        """Compact the parts of finished hours, once per UTC hour (not at the first flush)."""
         hour = now_ms // _HOUR_MS
         if self._last_compact_hour is None:
             self._last_compact_hour = hour
         elif hour != self._last_compact_hour:
             self._last_compact_hour = hour
             self.compact(before_ms=hour * _HOUR_MS)
-        return n
 
     def _write_status(self, status: dict, now_ms: int) -> None:
         d = self.out / "status"
@@ -485,67 +339,90 @@ class Recorder(param.Parameterized):
         return st
 
     async def run(self) -> dict:
-        """Record until :meth:`stop`, a signal or ``duration``; return a summary."""
-        from .binance_ws import BinanceStreamClient  # the project's one WebSocket client
+        """Record until :meth:`stop`, a signal or ``duration``; return a summary.
 
+        The summary dict holds ``out``, ``market``, ``symbols``, the sink's
+        ``written`` counters, ``last_ids`` (SYMBOL -> last aggregate id written) and
+        ``seconds`` (run time).  Network trouble never raises out of it (the client
+        reconnects); a disk error while writing does.
+        """
         syms = [s.upper() for s in self.symbols]
-        add_raw = self.sink.add_raw
-
-        def on_frame(frame, _add=add_raw):  # every frame as received, before decoding
-            _add(time.time_ns() // 1_000_000, frame)
-
-        client = BinanceStreamClient(market=self.market, symbols=syms, liquidations=self.liquidations,
-                                     ws_base=self.ws_base, rest_base=self.rest_base, on_frame=on_frame,
-                                     **self.client_params)
-        self.client = client
+        client = self.client = self._make_client(syms)
         loop = asyncio.get_running_loop()
-        installed = []
-        if self.handle_signals:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.add_signal_handler(sig, self._stop.set)
-                    installed.append(sig)
+        installed = self._install_signal_handlers(loop)
         events = client.events()
         t0 = time.monotonic()
         log.info("recording %s %s into %s", self.market, ",".join(syms), self.out)
-
-        async def consume():
-            async for ev in events:
-                if ev.kind == "trades":
-                    self.sink.add_trades(ev.symbol, ev.trades)
-                elif ev.kind == "liquidations":
-                    self.sink.add_liquidations(ev.liquidations)
-                elif ev.kind == "gap":
-                    g = ev.gap.to_dict() if hasattr(ev.gap, "to_dict") else dict(vars(ev.gap))
-                    self.sink.add_gap(g)
-                if self.sink.pending_rows >= self.flush_rows:
-                    self.sink.flush(self._status())
-
-        consumer = asyncio.create_task(consume(), name="recorder-consume")
+        consumer = asyncio.create_task(self._consume(events), name="recorder-consume")
         try:
             await client.start()
-            while not self._stop.is_set():
-                timeout = self.flush_interval
-                if self.duration is not None:
-                    timeout = min(timeout, max(0.0, self.duration - (time.monotonic() - t0)))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), timeout)
-                self.sink.flush(self._status())
-                if self.duration is not None and time.monotonic() - t0 >= self.duration:
-                    break
+            await self._flush_until_stopped(t0)
         finally:
-            status = self._status()
-            await client.stop()  # flushes its buffers into the events queue, then ends it
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(consumer, 10)
-            events.close()
-            self.sink.close(status)
+            await self._shutdown(client, consumer, events)
             for sig in installed:
                 loop.remove_signal_handler(sig)
         summary = {"out": str(self.out), "market": self.market, "symbols": syms, **self.sink.written,
                    "last_ids": dict(self.sink.last_ids), "seconds": round(time.monotonic() - t0, 3)}
         log.info("recorder stopped: %s", summary)
         return summary
+
+    def _make_client(self, syms: list[str]):
+        """The :class:`~feeds.binance_ws.BinanceStreamClient`, handing every raw frame to the sink first."""
+        from .binance_ws import BinanceStreamClient  # the project's one WebSocket client
+
+        add_raw = self.sink.add_raw
+
+        def on_frame(frame, _add=add_raw):  # every frame as received, before decoding
+            _add(time.time_ns() // 1_000_000, frame)
+
+        return BinanceStreamClient(market=self.market, symbols=syms, liquidations=self.liquidations,
+                                   ws_base=self.ws_base, rest_base=self.rest_base, on_frame=on_frame,
+                                   **self.client_params)
+
+    def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> list:
+        """SIGINT/SIGTERM -> :meth:`stop` when ``handle_signals``; returns the signals installed."""
+        installed = []
+        if self.handle_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, self._stop.set)
+                    installed.append(sig)
+        return installed
+
+    async def _consume(self, events) -> None:
+        """Hand every client event to the sink; flush early past ``flush_rows`` buffered rows."""
+        async for ev in events:
+            if ev.kind == "trades":
+                self.sink.add_trades(ev.symbol, ev.trades)
+            elif ev.kind == "liquidations":
+                self.sink.add_liquidations(ev.liquidations)
+            elif ev.kind == "gap":
+                g = ev.gap.to_dict() if hasattr(ev.gap, "to_dict") else dict(vars(ev.gap))
+                self.sink.add_gap(g)
+            if self.sink.pending_rows >= self.flush_rows:
+                self.sink.flush(self._status())
+
+    async def _flush_until_stopped(self, t0: float) -> None:
+        """Flush every ``flush_interval`` seconds until :meth:`stop` or ``duration`` after ``t0`` (monotonic s)."""
+        while not self._stop.is_set():
+            timeout = self.flush_interval
+            if self.duration is not None:
+                timeout = min(timeout, max(0.0, self.duration - (time.monotonic() - t0)))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout)
+            self.sink.flush(self._status())
+            if self.duration is not None and time.monotonic() - t0 >= self.duration:
+                break
+
+    async def _shutdown(self, client, consumer: asyncio.Task, events) -> None:
+        """Stop the client, let the consumer drain its last events, then close the sink (final flush, compaction)."""
+        status = self._status()
+        await client.stop()  # flushes its buffers into the events queue, then ends it
+        await asyncio.wait([consumer], timeout=10)  # raises only our own cancellation
+        consumer.cancel()  # still draining after 10 s: it stops here
+        await asyncio.gather(consumer, return_exceptions=True)
+        events.close()
+        self.sink.close(status)
 
 
 async def record_main(market: str, symbols: list[str], out, duration: float | None = None, ws_base: str | None = None,

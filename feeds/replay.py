@@ -214,7 +214,10 @@ class ReplaySource(param.Parameterized):
 
     @param.depends("speed", watch=True)
     def _reanchor(self):
-        """Keep the current position when the speed changes; the new speed applies from here on."""
+        """Keep the current position when the speed changes; the new speed applies from here on.
+
+        Not dead code: param calls it on every change of ``speed`` (``watch=True``).
+        """
         if self._anchor_wall is not None:
             self._anchor_wall = max(self._now(), self._last_due)
             self._anchor_ex = self._pos_ex

@@ -1,7 +1,7 @@
 """Ingest runs once per symbol across every process: a lease in Redis with a TTL.
 
 Every server process runs an :class:`IngestSupervisor` per symbol. The one that
-holds ``fl:{SYMBOL}:lease`` (``SET … NX PX ttl``, renewed every ``renew_ms``
+holds ``fl:{market:SYMBOL}:lease`` (``SET … NX PX ttl``, renewed every ``renew_ms``
 by a compare-and-expire script) runs the ingest service; the others try to
 take the lease every ``renew_ms``. When the holder dies its lease expires
 after at most ``ttl_ms`` and another process takes it, reads the last trade id
@@ -40,11 +40,13 @@ class IngestLease(param.Parameterized):
 
     ttl_ms = param.Integer(default=6000, bounds=(500, 120_000), doc="Lease lifetime without renewal (ms).")
 
-    def __init__(self, client, symbol: str, owner: str | None = None, **params):
+    def __init__(self, client, symbol: str, owner: str | None = None, market: str = "usdm", key: str | None = None,
+                 **params):
+        """``key``: the lease's Redis key (default the ingest lease, :func:`store.keys.lease`)."""
         super().__init__(**params)
         self.r = client
         self.symbol = symbol.upper()
-        self.key = keys.lease(symbol)
+        self.key = key or keys.lease(market, symbol)
         self.owner = owner or owner_id()
 
     async def acquire(self) -> bool:
@@ -94,6 +96,7 @@ class IngestSupervisor(TaskOwner, param.Parameterized):
             pass
 
     async def _drop(self) -> None:
+        self.store.fences.pop(self.symbol, None)
         if self.ingest is not None:
             await self.ingest.stop()
             self.ingest = None
@@ -108,6 +111,7 @@ class IngestSupervisor(TaskOwner, param.Parameterized):
         if inspect.isawaitable(source):
             source = await source
         self.ingest = self.make_ingest(source)
+        self.store.fences[self.symbol] = (self.lease.key, self.lease.owner)  # its writes need the lease
         if last_id is not None:
             self.ingest.skip_through_id = last_id
             t = int(meta["last_trade_time"])

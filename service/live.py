@@ -3,9 +3,9 @@
 :class:`LiveSource` wraps a :class:`feeds.binance_ws.BinanceStreamClient` for one
 symbol so the ingest service can read it like a replay (``next_due``,
 ``describe``, ``status``) and close it (``aclose``) when the ingest lease moves
-to another process. Liquidations from the client's ``forceOrder`` stream go to
-the ingest service's ``liquidations`` queue. Resuming after a failover passes
-``start_ids`` so the client fetches the missing ids from REST.
+to another process. It yields the symbol's trade batches and, in-band, its
+liquidations from the ``forceOrder`` stream (:mod:`feeds.source`). Resuming after
+a failover passes ``start_ids`` so the client fetches the missing ids from REST.
 """
 
 from __future__ import annotations
@@ -19,29 +19,26 @@ log = logging.getLogger(__name__)
 
 
 class LiveSource:
-    """One symbol of a started :class:`BinanceStreamClient` as an ingest source."""
+    """One symbol of a started :class:`BinanceStreamClient` as an ingest source.
+
+    An async iterator of :class:`compute.batch.TradeBatch` and
+    :class:`feeds.source.LiquidationBatch` items of ``symbol`` (see :mod:`feeds.source`).
+    """
 
     def __init__(self, client: BinanceStreamClient, symbol: str):
         self.client = client
         self.symbol = symbol.upper()
-        self._src = client.source(self.symbol)
-        self.ingest = None
+        self._src = client.source(self.symbol, liquidations=True)
 
     @classmethod
     async def open(cls, symbol: str, resume_after_id: int | None = None, **client_params) -> LiveSource:
-        """Start a client for ``symbol`` (resuming after ``resume_after_id`` when given)."""
+        """Start a client for ``symbol`` (resuming after ``resume_after_id`` when given).
+
+        ``client_params`` go to :class:`BinanceStreamClient` (market, ws_base, rest_base, …).
+        """
         start_ids = {symbol.upper(): int(resume_after_id) + 1} if resume_after_id is not None else {}
-        holder: dict = {}
-
-        def on_liquidations(df):
-            ing = holder.get("self") and holder["self"].ingest
-            if ing is not None and len(df):
-                ing.liquidations.append(df[df["symbol"] == symbol.upper()])
-
-        client = BinanceStreamClient(symbols=[symbol.upper()], start_ids=start_ids, on_liquidations=on_liquidations,
-                                     **client_params)
+        client = BinanceStreamClient(symbols=[symbol.upper()], start_ids=start_ids, **client_params)
         self = cls(client, symbol)
-        holder["self"] = self
         await client.start()
         return self
 
@@ -55,12 +52,15 @@ class LiveSource:
         return await self._src.next_due()
 
     def describe(self) -> str:
+        """E.g. ``LIVE usdm BTCUSDT (reconnecting)``."""
         return self._src.describe()
 
     def status(self):
+        """The symbol's :class:`feeds.binance_ws.StreamStatus`."""
         return self._src.status()
 
     async def aclose(self) -> None:
+        """Unsubscribe and stop the client."""
         self._src.close()
         await self.client.stop()
 

@@ -19,6 +19,9 @@ import collections
 import logging
 import os
 import time
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -38,6 +41,29 @@ def _gauge(name, doc, labels=(), mode="mostrecent"):
     return Gauge(name, doc, labels, **kw)
 
 
+@dataclass(frozen=True)
+class PageStats:
+    """What a page-serving module reports to ``/metrics``.
+
+    ``refreshes``: cumulative page refreshes by how they were made (``own``: computed and
+    applied by the page; ``shared``: a leader's refresh sent to a follower page), never
+    decreasing; ``followers``: pages following a leader page now.
+    """
+
+    refreshes: Mapping[str, int]
+    followers: int
+
+
+#: Providers of :class:`PageStats` by name. The service never imports the page: the page's
+#: module registers itself here (``dashboard.share`` does at import), and ``/metrics`` reads them.
+STATS_PROVIDERS: dict[str, Callable[[], PageStats]] = {}
+
+
+def register_stats_provider(name: str, provider: Callable[[], PageStats]) -> None:
+    """Register (or replace) the page stats provider ``name``; :meth:`Metrics.absorb_share_stats` calls it."""
+    STATS_PROVIDERS[name] = provider
+
+
 class Metrics:
     """The flowlens metrics of this process (created once per process)."""
 
@@ -49,16 +75,31 @@ class Metrics:
             self.trades_per_second = _gauge("flowlens_trades_per_second", "Trades ingested per second", ["symbol"])
             self.ingest_lag = _gauge("flowlens_ingest_lag_seconds",
                                      "Wall time since the ingest service last wrote a batch", ["symbol"])
+            self.buffered = _gauge("flowlens_ingest_buffered_trades",
+                                   "Trades the ingest service of this process holds in memory, not yet in Redis "
+                                   "(grows while Redis is unreachable)", ["symbol"], mode="livesum")
             self.trade_age = _gauge("flowlens_last_trade_age_seconds",
                                     "Wall time minus the last trade's exchange time", ["symbol"])
             self.sessions = _gauge("flowlens_open_sessions", "Open browser sessions", mode="livesum")
             self.redis_rtt = _gauge("flowlens_redis_rtt_seconds", "Round trip of a Redis PING")
             self.redis_up = _gauge("flowlens_redis_up", "1 when Redis answered the last PING", mode="min")
+            self.trades_total = Counter("flowlens_trades_total", "Trades this process's ingest wrote to Redis "
+                                        "(rate() gives trades/s; every process's share is summed)", ["symbol", "market"])
+            self.liquidations_total = Counter("flowlens_liquidations_total",
+                                              "Liquidations this process's ingest wrote to Redis", ["symbol", "market"])
+            self.cache_requests = Counter("flowlens_cache_requests_total",
+                                          "Shared-cache lookups by result: hit (in Redis), wait (another process was "
+                                          "computing it), miss (computed here)", ["kind", "result"])
             self.computations = Counter("flowlens_computations_total", "Results computed", ["kind"])
             self.cache_hits = Counter("flowlens_cache_hits_total", "Results served from the shared cache", ["kind"])
             self.reconnects = _gauge("flowlens_feed_reconnects", "Feed reconnects since start", ["symbol"])
             self.gaps = _gauge("flowlens_feed_gaps", "Trade id gaps since start", ["symbol", "state"])
+            self.frames_rejected = Counter("flowlens_frames_rejected_total",
+                                           "Feed frames the decoder rejected, by reason (feeds.decode.REJECT_REASONS); "
+                                           "counted by the process that runs the feed", ["symbol", "reason"])
             self.api_errors = Counter("flowlens_api_errors_total", "REST requests refused with 400", ["handler"])
+            self.api_rate_limited = Counter("flowlens_api_rate_limited_total",
+                                            "REST requests refused with 429 by the per-address rate limit")
             self.refreshes = Counter("flowlens_page_refreshes_total",
                                      "Page refreshes: 'own' computed and applied by the page, 'shared' a leader's "
                                      "refresh sent to a follower page of the same view", ["how"])
@@ -67,7 +108,15 @@ class Metrics:
             self.gc_pauses = Histogram("flowlens_gc_pause_seconds",
                                        "Pauses of the cyclic garbage collector, generations 1 and 2 (service/gcpause.py)",
                                        ["generation"], buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+            self.alert_evaluation = Histogram(
+                "flowlens_alert_evaluation_seconds", "Time to evaluate every alert rule of a symbol on one new batch",
+                buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
+            self.signals = Counter("flowlens_signals_total", "Alert firings written to the signals stream", ["symbol"])
+            self.webhook_failures = Counter("flowlens_webhook_failures_total",
+                                            "Signals whose webhook failed every try (kept in Redis for inspection)",
+                                            ["symbol"])
             self._seen = collections.Counter()
+            self._ingest_seen = weakref.WeakKeyDictionary()  # ingest service -> its counts already counted
         return cls._instance
 
     def absorb_gc_pauses(self) -> None:
@@ -79,15 +128,49 @@ class Metrics:
             self.gc_pauses.labels(str(generation)).observe(seconds)
 
     def absorb_share_stats(self) -> None:
-        """Page refreshes (own / shared) and followers from :mod:`dashboard.share`."""
-        from dashboard import share
+        """Page refreshes (own / shared) and followers, from every registered stats provider.
 
+        The page's sharing module registers one (:func:`register_stats_provider`); with none
+        registered (a process that serves no page) nothing changes.
+        """
+        refreshes: collections.Counter = collections.Counter()
+        followers = 0
+        for provider in list(STATS_PROVIDERS.values()):
+            stats = provider()
+            refreshes.update({how: int(stats.refreshes.get(how, 0)) for how in ("own", "shared")})
+            followers += int(stats.followers)
         for how in ("own", "shared"):
-            d = share.STATS[how] - self._seen[("refresh", how)]
+            d = refreshes[how] - self._seen[("refresh", how)]
             if d > 0:
-                self._seen[("refresh", how)] = share.STATS[how]
+                self._seen[("refresh", how)] = refreshes[how]
                 self.refreshes.labels(how).inc(d)
-        self.followers.set(share.followers())
+        self.followers.set(followers)
+
+    def absorb_rejections(self, symbol: str, streams) -> None:
+        """Turn the cumulative ``rejected`` counts of ``meta["streams"]`` into counter increments.
+
+        Only streams whose ``feed_id`` is a client of this process are counted, so
+        processes reading the same meta, or the next lease holder, never count a
+        feed twice; a new client (new ``feed_id``) starts from zero.
+        """
+        from feeds.binance_ws import own_feed
+        from feeds.decode import REJECT_REASONS
+
+        try:
+            streams = orjson.loads(streams)
+        except (orjson.JSONDecodeError, TypeError):
+            return
+        for st in streams if isinstance(streams, list) else ():
+            fid = st.get("feed_id") if isinstance(st, dict) else None
+            rejected = st.get("rejected") if own_feed(fid) else None
+            for reason, n in (rejected.items() if isinstance(rejected, dict) else ()):
+                if not isinstance(n, int) or reason not in REJECT_REASONS:
+                    continue
+                key = ("rejected", fid, symbol, reason)
+                d = n - self._seen[key]
+                if d > 0:
+                    self._seen[key] = int(n)
+                    self.frames_rejected.labels(symbol, reason).inc(d)
 
     def absorb_cache_stats(self, stats: collections.Counter) -> None:
         """Turn the shared cache's cumulative counts into counter increments."""
@@ -100,11 +183,49 @@ class Metrics:
                 self.computations.labels(kind).inc(d)
             else:
                 self.cache_hits.labels(kind).inc(d)
+            self.cache_requests.labels(kind, {"hit": "hit", "waited": "wait"}.get(what, "miss")).inc(d)
+
+    def start_series(self, symbols, market: str) -> None:
+        """Create every labelled series the README names for the configured symbols at 0, so a dashboard or an
+        alert on ``rate()`` finds them before their first event."""
+        from compute.kinds import KINDS
+        from feeds.decode import REJECT_REASONS
+
+        for sym in symbols:
+            self.trades_total.labels(sym, market)
+            self.liquidations_total.labels(sym, market)
+            self.reconnects.labels(sym).set(0)
+            for state in ("filled", "unfilled"):
+                self.gaps.labels(sym, state).set(0)
+            for reason in REJECT_REASONS:
+                self.frames_rejected.labels(sym, reason)
+            self.signals.labels(sym)
+            self.webhook_failures.labels(sym)
+        for kind in KINDS:
+            self.computations.labels(kind)
+            self.cache_hits.labels(kind)
+            for result in ("hit", "wait", "miss"):
+                self.cache_requests.labels(kind, result)
+
+    def absorb_ingest(self, supervisors, market: str) -> None:
+        """Turn each running ingest service's cumulative written counts into counter increments."""
+        for sup in supervisors:
+            ing = sup.ingest
+            if ing is None:
+                continue
+            seen = self._ingest_seen.setdefault(ing, {})
+            for what, counter in (("trades_written", self.trades_total), ("liquidations_written", self.liquidations_total)):
+                n = int(getattr(ing, what))
+                d = n - seen.get(what, 0)
+                if d > 0:
+                    seen[what] = n
+                    counter.labels(sup.symbol, market).inc(d)
 
 
 async def refresh_loop(runtime, period_s: float = 1.0) -> None:
     """Refresh this process's gauges every ``period_s`` until cancelled."""
     m = runtime.metrics
+    m.start_series(sorted(runtime.symbols), runtime.market)
     while True:
         try:
             t0 = time.perf_counter()
@@ -123,12 +244,17 @@ async def refresh_loop(runtime, period_s: float = 1.0) -> None:
                 for k, label in (("reconnects", None), ("gaps_filled", "filled"), ("gaps_unfilled", "unfilled")):
                     if k in meta:
                         (m.reconnects.labels(sym) if label is None else m.gaps.labels(sym, label)).set(float(meta[k]))
+                if "streams" in meta:
+                    m.absorb_rejections(sym, meta["streams"])
         except asyncio.CancelledError:
             raise
         except REDIS_ERRORS:
             m.redis_up.set(0)
         except Exception:  # noqa: BLE001 - metrics must never take the server down
             log.exception("metrics refresh failed")
+        for sup in runtime.supervisors:
+            m.buffered.labels(sup.symbol).set(sup.ingest.buffered_trades if sup.ingest is not None else 0)
+        m.absorb_ingest(runtime.supervisors, runtime.market)
         m.absorb_cache_stats(runtime.registry.cache.stats)
         m.absorb_share_stats()
         m.absorb_gc_pauses()

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from compute.batch import TradeBatch
+from compute.batch import LiquidationBatch, TradeBatch
 from feeds.backfill import backfill
 from feeds.recorder import read_trades
 
@@ -48,23 +48,37 @@ async def load_history(market: str, symbol: str, hours: float, out, vision_base:
 
 
 class SeededSource:
-    """History first (in ``CHUNK_MS`` batches, at once), then the wrapped live source."""
+    """History first (in ``CHUNK_MS`` batches, at once; ``liquidations``, a DataFrame of them, interleaved in time
+    order), then the wrapped live source's items.
 
-    def __init__(self, history: TradeBatch, live, note: str = ""):
+    An ingest source (:mod:`feeds.source`): ``history`` is a :class:`TradeBatch` sorted by
+    trade id; ``live`` is a source such as :class:`service.live.LiveSource`, whose trade
+    and liquidation batches follow unchanged. ``note`` is appended to ``describe()``.
+    """
+
+    def __init__(self, history: TradeBatch, live, note: str = "", liquidations=None):
         self.live = live
         self.note = note
         t = history.time
         keys = t // CHUNK_MS
         cuts = np.flatnonzero(np.diff(keys)) + 1 if len(t) else np.empty(0, int)
         self._chunks = [history.take(ix) for ix in np.split(np.arange(len(history)), cuts)] if len(t) else []
+        if liquidations is not None and len(liquidations):  # each chunk's liquidations just before its trades
+            liq = LiquidationBatch.of(liquidations, history.symbol or live.symbol)
+            items = [(int(c.time[0]), 1, c) for c in self._chunks]
+            minutes = liq.frame["time"].to_numpy() // CHUNK_MS
+            for m in np.unique(minutes):
+                items.append((int(m) * CHUNK_MS, 0, LiquidationBatch(liq.symbol, liq.frame[minutes == m])))
+            self._chunks = [it for _, _, it in sorted(items, key=lambda x: (x[0], x[1]))]
 
-    def __getattr__(self, name):  # ingest, status, symbol ... of the live source
-        return getattr(self.live, name)
+    @property
+    def symbol(self) -> str:
+        """The live source's symbol."""
+        return self.live.symbol
 
-    def __setattr__(self, name, value):
-        if name == "ingest":
-            setattr(self.live, name, value)
-        object.__setattr__(self, name, value)
+    def status(self):
+        """The live source's status."""
+        return self.live.status()
 
     def __aiter__(self):
         return self
@@ -75,13 +89,31 @@ class SeededSource:
         return await self.live.__anext__()
 
     async def next_due(self):
+        """Up to 100 history chunks at once while they last, then the live source's ``next_due()``."""
         if self._chunks:
             out, self._chunks = self._chunks[:100], self._chunks[100:]
             return out
         return await self.live.next_due()
 
     def describe(self) -> str:
+        """The live source's description, with the note."""
         return self.live.describe() + (f" · {self.note}" if self.note else "")
 
     async def aclose(self) -> None:
+        """Close the live source."""
         await self.live.aclose()
+
+
+def read_history(folder, market: str, symbol: str) -> tuple[TradeBatch, object]:
+    """The trades (sorted by trade id) and liquidations of ``symbol`` recorded under ``folder``
+    (``serve.py --history``: what ``python -m feeds record`` or ``--backfill-dir`` wrote)."""
+    from feeds.history import load_history, load_liquidations
+
+    try:
+        df = load_history(folder, market, symbol, dask=False, progress=False)
+        trades = TradeBatch.from_frame(df, symbol.upper()) if len(df) else TradeBatch.empty(symbol.upper())
+    except FileNotFoundError:
+        trades = TradeBatch.empty(symbol.upper())
+    if len(trades):
+        trades = trades.take(np.argsort(trades.trade_id, kind="stable"))
+    return trades, load_liquidations(folder, market, symbol)

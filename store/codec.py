@@ -22,6 +22,9 @@ ALLOWED = {
     "compute.result:ProfileResult",
     "compute.footprint:FootprintResult",
     "compute.levels:DevelopingResult",
+    "compute.sessions:SessionsResult",
+    "compute.sessions:Session",
+    "compute.vwap:VwapResult",
 }
 
 _enc = msgspec.msgpack.Encoder()

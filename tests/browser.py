@@ -14,6 +14,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+RECORDING = ROOT / "assets" / "recordings" / "BTCUSDT-trades-2020-02-22.00-12UTC.csv.gz"
+LIQ_FIXTURE = ROOT / "tests" / "fixtures" / "dashboard_liquidations_at_real_trade_prices.jsonl"
+#: An address that never resolves (RFC 6761): serve.py's start-up probe fails and it replays the recording.
+UNREACHABLE = "ws://flowlens-unreachable.invalid"
+#: The pages' server (:func:`page_server_args`) starts with this much of the recording seeded.
+SEED_HOURS = 4
+#: ... and replays the rest at this speed: slow enough to leave the cores to the browser, fast enough that the
+#: live edge moves (a minute candle a second) and no replay loop ends within the suite.
+PAGE_SPEED = 60
+#: The pages' server's API token (the alerts' writes).
+PAGE_TOKEN = "browser-tests-token"
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
@@ -27,8 +38,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def served(*args: str, timeout: float = 60.0, env: dict | None = None):
-    """Start ``python serve.py --port P ARGS`` and yield ``(url, process, started_at)``; Ctrl-C it afterwards.
+def served(*args: str, timeout: float = 60.0, env: dict | None = None, stop_timeout: float = 15.0):
+    """Start ``python serve.py --port P ARGS`` and yield ``(url, process, started_at)``; Ctrl-C it afterwards
+    (and kill it when it has not left ``stop_timeout`` s later).
 
     Raises RuntimeError with the server's output when it does not come up in ``timeout`` s.
     """
@@ -68,16 +80,53 @@ def served(*args: str, timeout: float = 60.0, env: dict | None = None):
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
             try:
-                proc.wait(timeout=15)
+                proc.wait(timeout=stop_timeout)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
         drain.join(timeout=5)
 
 
+def history_folder(out: Path, hours: float = SEED_HOURS) -> Path:
+    """Write the recording's first ``hours`` (and the fixture's liquidations of those hours) under ``out`` in
+    ``python -m feeds record``'s layout, for ``serve.py --history out``; returns ``out``."""
+    import pandas as pd
+
+    from feeds.liquidations import read_liquidations
+    from feeds.readers import read_trades
+    from feeds.recorder import RecordingSink
+
+    rec = read_trades(RECORDING)
+    end = int(rec.time[0]) // 3_600_000 * 3_600_000 + int(hours * 3_600_000)
+    head = rec.time_slice(None, end)
+    liq = read_liquidations(LIQ_FIXTURE)
+    sink = RecordingSink(out, "usdm")
+    sink.add_trades("BTCUSDT", pd.DataFrame({"agg_trade_id": head.trade_id, "price": head.price, "qty": head.qty,
+                                             "first_trade_id": head.trade_id, "last_trade_id": head.trade_id,
+                                             "time": head.time, "is_buyer_maker": head.is_buyer_maker}))
+    sink.add_liquidations(liq[liq["time"] < end])
+    sink.flush()
+    return out
+
+
+def page_server_args(history: Path, allowed_origin_port: int) -> tuple[str, ...]:
+    """serve.py's options for the browser tests' one server: ``--source live`` against an address that never
+    resolves, so it falls back to the replay and its status line says why; the first :data:`SEED_HOURS` of the
+    recording seeded from ``history``, the rest replayed at :data:`PAGE_SPEED` with the liquidation fixture;
+    an extra origin allowed to open the page's websocket (embedding); :data:`PAGE_TOKEN` as the API token."""
+    return ("--source", "live", "--ws-base", UNREACHABLE, "--history", str(history), "--speed", str(PAGE_SPEED),
+            "--update-ms", "300", "--liquidations", str(LIQ_FIXTURE),
+            "--allow-websocket-origin", f"127.0.0.1:{allowed_origin_port}", "--api-token", PAGE_TOKEN)
+
+
 def launch(playwright, chromium: str):
     return playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
 
+
+#: True once every Bokeh document of the page is idle (all its roots rendered), which is when BokehJS sends
+#: ``document_ready``. Panel holds a session's parameter-driven changes (the URL's ``pn.state.location``
+#: among them) until the server has that event, so a test interacts only after it.
+JS_DOC_IDLE = "() => !!window.Bokeh && Bokeh.documents.length > 0 && Bokeh.documents.every(d => d.is_idle)"
 
 JS_STATE = """() => {
   const docs = (window.Bokeh && window.Bokeh.documents) || [];

