@@ -35,6 +35,17 @@ DEFAULT_RECORDING = HERE / "assets" / "recordings" / "BTCUSDT-trades-2020-02-22.
 log = logging.getLogger("flowlens")
 
 
+def say(line: str) -> None:
+    """Print one line of serve.py's own output in a single write, flushed.
+
+    ``print`` writes the text and its newline apart; with ``--num-procs`` several processes share one stdout pipe,
+    so two processes' lines could interleave ("flowlens: stoppedflowlens: stopped"). One write of a line under
+    PIPE_BUF (4 KiB) bytes reaches the pipe whole.
+    """
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     """The options of ``serve.py`` (see ``--help``), checked; a bad one exits with a usage message."""
     p = _parser()
@@ -236,8 +247,7 @@ def _sources(args) -> Sources:
         reason = asyncio.run(probe(args.live_symbols, **client_params))
         if reason is not None:
             note = f"Binance unreachable at start-up: {reason}"
-            print(f"flowlens: {note} — replaying the bundled recording instead (--no-fallback keeps retrying)",
-                  flush=True)
+            say(f"flowlens: {note} — replaying the bundled recording instead (--no-fallback keeps retrying)")
             args.live = False
             args.replay_path = DEFAULT_RECORDING
     src = _live_sources(args, client_params) if args.live else _replay_sources(args)
@@ -260,7 +270,7 @@ def _with_history(make: Callable, args) -> Callable:
         src = make(sym, last)
         src = await src if inspect.isawaitable(src) else src
         note = f"seeded {len(history):,} trades and {len(liquidations):,} liquidations from {args.history}"
-        print(f"flowlens: {sym}: {note}", flush=True)
+        say(f"flowlens: {sym}: {note}")
         return SeededSource(history, src, note, liquidations=liquidations)
 
     return seeded
@@ -277,7 +287,7 @@ def _live_sources(args, client_params: dict) -> Sources:
                                            args.vision_base, int(args.backfill_end) if args.backfill_end else None)
         got = sum(d.status in ("done", "skipped") for d in days)
         note = f"seeded {len(history):,} trades ({args.backfill_hours:g} h, {got}/{len(days)} daily archives)"
-        print(f"flowlens: {sym}: {note}", flush=True)
+        say(f"flowlens: {sym}: {note}")
         last = int(history.trade_id[-1]) if len(history) else None
         return SeededSource(history, await LiveSource.open(sym, last, **client_params), note)
 
@@ -310,7 +320,7 @@ def _redis(args):
         return None, args.redis_url
     embedded, url = start_embedded()
     line, url_file = announce(url)
-    print(line, flush=True)
+    say(line)
     owner = os.getpid()  # with --num-procs the parent leaves through sys.exit, past main's finally
     atexit.register(lambda: os.getpid() == owner and shutil.rmtree(url_file.parent, ignore_errors=True))
     return embedded, url
@@ -383,10 +393,10 @@ def _ingest_only(rt, args, src, port: int | None, embedded) -> int:
     rt.connect()
     _stop_on_signals(server, rt)
     if http is not None:
-        print(f"flowlens: {_role(args, src)} · ingest only (--no-pages): health and metrics at "
-              f"http://{args.address}:{port}/ (pid {os.getpid()})", flush=True)
+        say(f"flowlens: {_role(args, src)} · ingest only (--no-pages): health and metrics at "
+              f"http://{args.address}:{port}/ (pid {os.getpid()})")
     else:
-        print(f"flowlens: {_role(args, src)} · the ingest process of --num-procs (pid {os.getpid()})", flush=True)
+        say(f"flowlens: {_role(args, src)} · the ingest process of --num-procs (pid {os.getpid()})")
 
     async def start():
         await rt.start()
@@ -400,7 +410,7 @@ def _ingest_only(rt, args, src, port: int | None, embedded) -> int:
             http.stop()
         if embedded is not None:
             embedded.stop()
-    print("flowlens: stopped", flush=True)
+    say("flowlens: stopped")
     return 0
 
 
@@ -462,8 +472,7 @@ def main(argv=None) -> int:
     api_token = args.api_token
     if not api_token and not args.no_pages:
         api_token = secrets.token_urlsafe(24)
-        print(f"flowlens: API token for the write endpoints (POST/DELETE /api/v1/alerts), this run only: {api_token}",
-              flush=True)
+        say(f"flowlens: API token for the write endpoints (POST/DELETE /api/v1/alerts), this run only: {api_token}")
     rt = Runtime(src.symbols, src.make, redis_url=redis_url, api_token=api_token, ingest=not args.no_ingest, tick=src.tick,
                  market=args.market, source_note=src.note, update_ms=args.update_ms,
                  retention_ms=args.retention_min * 60_000, lease_ttl_ms=args.lease_ttl_ms,
@@ -485,7 +494,7 @@ def main(argv=None) -> int:
     rt.connect()
     _stop_on_signals(server, rt)
     server.start()
-    print(f"flowlens: {_role(args, src)} · http://{args.address}:{port}/ (pid {os.getpid()})", flush=True)
+    say(f"flowlens: {_role(args, src)} · http://{args.address}:{port}/ (pid {os.getpid()})")
     server.io_loop.add_callback(_start_runtime, rt, args)
     try:
         server.io_loop.start()
@@ -493,7 +502,7 @@ def main(argv=None) -> int:
         server.stop()
         if embedded is not None and os.getpid() == parent:
             embedded.stop()
-    print("flowlens: stopped", flush=True)
+    say("flowlens: stopped")
     return 0
 
 
