@@ -21,7 +21,11 @@ Protocol and consistency (the browser of a follower must show what the leader's 
 - **leave** (the follower's viewer pans, zooms, clicks a row or changes a setting, its
   connection fell behind, or the group broke up): the follower sends its own, older
   server-side values of every ``(model, attribute)`` it received from the leader, so its
-  browser and its server agree again, then refreshes on its own;
+  browser and its server agree again, then refreshes on its own. What its browser itself
+  set since it joined (the x range of a pan) is not sent back: the server's value of it
+  may already be older than the browser's (a drag sends a dozen ranges, and the leave
+  runs at the next refresh), and echoing it would move the browser's range back;
+- a follower whose share key changed (its viewer panned) gets no further broadcast;
 - a leader that leaves, or whose browser went away, breaks the group up; its followers
   leave and form a new group at their next refresh.
 
@@ -94,7 +98,12 @@ class Member:
     models: dict[str, object]                 # leader model id -> follower model
     idmap: dict[str, str] = field(init=False)  # leader model id -> follower model id
     touched: dict[tuple[str, str], None] = field(default_factory=dict)  # (leader id, attr) it was sent
+    key: object = None
+    #: the Bokeh ``ServerSession`` that applies the follower's browser's patches (their events' setter)
+    browser: object = None
     active: bool = True
+    #: ``(follower model id, attr)`` its own browser set since it joined (not echoed back when it leaves)
+    from_browser: set = field(default_factory=set)
     #: messages to send, in order (each entry a refresh's list), written by one task per follower
     queue: collections.deque = field(default_factory=collections.deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -105,6 +114,21 @@ class Member:
     def stop(self) -> None:
         self.active = False
         self.wake.set()
+
+    def current(self) -> bool:
+        """True while the follower still gets broadcasts: active, and its page's share key is the group's."""
+        return self.active and self.dash.share_key() == self.key
+
+    def browser_changed(self, event) -> None:
+        """Bokeh document ``on_change`` callback: note a ``(model, attr)`` the follower's browser set.
+
+        Bokeh applies a browser's ``PATCH-DOC`` with the session as the events' setter
+        (``ServerSession._handle_patch``; in Bokeh 3.10 in a worker thread: this only adds to a set).
+        """
+        model, attr = getattr(event, "model", None), getattr(event, "attr", None)
+        setter = getattr(event, "setter", None)
+        if model is not None and isinstance(attr, str) and setter is not None and setter is self.browser:
+            self.from_browser.add((model.id, attr))
 
     def put(self, msgs: list[FrameMessage]) -> None:
         self.queue.append(msgs)
@@ -172,13 +196,15 @@ def join(dash, key, lead: bool = True) -> str:
         lid = lid_of.get(fid)
         if lid is not None:
             state[(lid, attr)] = (pairs[lid][0], attr)
-    member = Member(dash, {lid: f for lid, (_, f) in pairs.items()}, touched=dict.fromkeys(state))
+    member = Member(dash, {lid: f for lid, (_, f) in pairs.items()}, key=key, browser=session,
+                    touched=dict.fromkeys(state))
     fm = state_message(leader.link.doc, state.values())
     if fm is not None:
         if not _mappable(fm, member.idmap):
             return ""
         member.put([fm.with_ids(member.idmap)])
     asyncio.ensure_future(_writer(member, session))
+    dash.link.doc.on_change(member.browser_changed)
     group.members[id(dash)] = member
     dash.link.group, dash.link.member = group, member
     return "follower"
@@ -220,7 +246,9 @@ def leave(dash) -> None:
     member.stop()
     group.members.pop(id(dash), None)
     doc = dash.link.doc
-    pairs = [(member.models[lid], attr) for lid, attr in member.touched if lid in member.models]
+    doc.remove_on_change(member.browser_changed)
+    pairs = [(member.models[lid], attr) for lid, attr in member.touched
+             if lid in member.models and (member.models[lid].id, attr) not in member.from_browser]
     for ev in _state_events(doc, pairs):
         doc.callbacks.trigger_on_change(ev)
 
@@ -244,7 +272,7 @@ def broadcast(group: ShareGroup, msgs: list[FrameMessage], events) -> None:
         if not member.active:
             continue
         dash = member.dash
-        if not dash.link.connected() or len(member.queue) >= MAX_INFLIGHT:
+        if not dash.link.connected() or len(member.queue) >= MAX_INFLIGHT or not member.current():
             member.stop()  # it leaves at its next refresh (and catches up on its own)
             dash.poke()
             continue
@@ -281,7 +309,7 @@ async def _writer(member: Member, session) -> None:
             msgs = member.queue.popleft()
             for conn in bk.connections(session):
                 for fm in msgs:
-                    if not member.active:
+                    if not member.current():
                         return
                     await bk.send(conn, fm)
     except (WebSocketClosedError, StreamClosedError, AttributeError):  # closed: it leaves at its next refresh

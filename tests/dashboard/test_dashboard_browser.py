@@ -695,8 +695,11 @@ def test_pages_of_one_view_share_the_leaders_refresh_and_leave_it_when_panned(se
             if int(c.evaluate(JS_PROFILE_ATTRS)["from"]) < int(before["from"]):
                 break
         # a settled profile, not necessarily of the final range (profile_of_shown_range): under an extra busy
-        # process one CI run never saw this page's profile reach its final range in 90 s (open, see the note);
-        # the checks below hold for the profile of any range between the drag's start and its end
+        # process one CI run never saw this page's profile reach its final range in 90 s. The suspected cause, the
+        # follower's leave sending its older server-side x range back to the browser mid-drag, is fixed and tested
+        # in test_dashboard_share.py, but the failure was never reproduced (4 runs under 2 busy processes passed
+        # before the fix), so this wait stays the lenient one; the checks below hold for the profile of any range
+        # between the drag's start and its end
         panned = wait_for(c, settled_profile, "the panned range to settle", timeout=90)  # slow under a loaded CI
         assert int(panned["from"]) < int(before["from"])
         c.wait_for_timeout(1500)  # not following: the range does not move toward the live edge as data flows in

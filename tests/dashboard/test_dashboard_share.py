@@ -165,3 +165,46 @@ def test_the_service_reads_the_pages_share_stats_through_its_hook_and_never_impo
             elif isinstance(node, ast.ImportFrom) and node.module:
                 imported.add((path.name, node.module))
     assert imported and not [(f, m) for f, m in imported if m.split(".")[0] == "dashboard"]
+
+
+def test_a_follower_that_leaves_does_not_send_back_what_its_browser_set(trades):
+    """A follower's leave restores what its leader sent it, but not the x range its own browser panned to.
+
+    The browser's pan reaches the server as Bokeh's ``PATCH-DOC`` applied with the session as
+    setter (``ServerSession._handle_patch``, here with a stand-in session object). A drag sends a
+    dozen ranges and the leave runs at the next refresh, so the server's range can be older than
+    the browser's by then: sent back, it moved the browser's range back, and the page's profile
+    (of the server's range) never matched what it showed.
+    """
+    snap = snapshot(trades, 30)
+    leader = Dashboard(Registry(LocalView(snap)), DashboardSettings(), symbols=["BTCUSDT"])
+    follower = Dashboard(Registry(LocalView(snap)), DashboardSettings(), symbols=["BTCUSDT"])
+    pairs = share.pair_models(leader.share_roots(), follower.share_roots())
+    fdoc = _doc_of(follower)
+    follower.link.doc = fdoc
+    browser = Document.from_json(fdoc.to_json())  # the follower's browser
+    touched = [(leader.chart.x_range.id, "start"), (leader.chart.x_range.id, "end"), (leader.status.div.id, "text")]
+    member = share.Member(follower, {lid: f for lid, (_, f) in pairs.items()}, key="k", browser=object(),
+                          touched=dict.fromkeys(touched))
+    group = share.ShareGroup("k", leader)
+    group.members[id(follower)] = member
+    follower.link.group, follower.link.member = group, member
+    fdoc.on_change(member.browser_changed)
+
+    # the viewer pans: the browser's range change, as the browser sends it, applied as Bokeh's server applies it
+    xr = browser.get_model_by_id(follower.chart.x_range.id)
+    sent = []
+    browser.on_change(sent.append)
+    xr.update(start=1_582_300_000_000.0, end=1_582_303_600_000.0)
+    Protocol().create("PATCH-DOC", sent).apply_to_document(fdoc, member.browser)
+    follower.status.div.text = "a server-side change (not the browser's)"
+    assert member.from_browser == {(follower.chart.x_range.id, "start"), (follower.chart.x_range.id, "end")}
+
+    echoed = []
+    fdoc.on_change(echoed.append)
+    share.leave(follower)
+    assert not member.active and follower.link.member is None and id(follower) not in group.members
+    assert [(e.model.id, e.attr) for e in echoed] == [(follower.status.div.id, "text")]
+    assert (follower.chart.x_range.start, follower.chart.x_range.end) == (1_582_300_000_000.0, 1_582_303_600_000.0)
+    with pytest.raises(KeyError):  # the leave unhooked it
+        fdoc.remove_on_change(member.browser_changed)
