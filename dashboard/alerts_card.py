@@ -8,7 +8,8 @@ history the server holds and stores it; the card shows "armed · would have fire
 or the refusal (a wrong token, the rule's field at fault). The token is the REST API's write token
 (``serve.py --api-token``): it lives only in the card's password field, in this session; it is never put in
 the URL, a setting or a log line. An alt-click on the price chart puts the clicked price, on the tick, in
-the level field (:meth:`AlertsCard.set_level`).
+the level field (:meth:`AlertsCard.set_level`). Its bell (:class:`dashboard.alert_bell.AlertBell`) plays a
+sound and shows browser notifications for new signals when the viewer ticks them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from panel.viewable import Viewer
 from compute.candles import INTERVALS
 from compute.grid import decimals_for
 
+from .alert_bell import AlertBell
 from .theme import THEMES
 
 log = logging.getLogger(__name__)
@@ -116,6 +118,7 @@ class AlertsCard(Viewer):
                                             description="Arm this alert on the page's symbol")
         self.arm_button.on_click(self._on_arm)
         self.answer = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["fl-alert-answer"])
+        self.bell = AlertBell()
         self.card = pn.Card(self._form(), title="Alerts", collapsed=True, sizing_mode="stretch_width")
         self._show_answer()
 
@@ -131,7 +134,7 @@ class AlertsCard(Viewer):
             pn.Row(W.IntInput.from_param(p.cooldown_s, label="Cooldown (s)", width=110),
                    W.TextInput.from_param(p.rule_name, label="Name (optional)", max_length=80, width=130),
                    sizing_mode="stretch_width"),
-            self.arm_button, self.answer, self._rule_list, hint, sizing_mode="stretch_width",
+            self.arm_button, self.answer, self._rule_list, hint, self.bell, sizing_mode="stretch_width",
         )
 
     @param.depends("rule_type", "tick")

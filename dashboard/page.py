@@ -319,14 +319,16 @@ class Dashboard(Viewer):
         bk.background_periodic_callback(self.check_alerts, ALERTS_MS)
 
     async def check_alerts(self) -> list[str]:
-        """Toast the signals new to this session (also while it follows a leader); reload the card's rule list
-        when it is due. Returns the toasts' texts."""
+        """Toast the signals new to this session (also while it follows a leader), ring the alerts card's bell
+        (sound, browser notification: when ticked); reload the card's rule list when it is due. Returns the
+        toasts' texts."""
         if not self.link.connected():
             return []
         snap = self.registry.get(self.settings.symbol).snapshot
         fresh = self.toasts.new(self.settings.symbol, getattr(snap, "signals", ()))
         texts = self.toasts.show(fresh, snap.tick, pn.state.notifications) if fresh else []
         if self.alerts_card is not None:
+            self.alerts_card.bell.ring(texts)
             self.alerts_card.tick = snap.tick
             await self.alerts_card.load_rules()
         return texts

@@ -72,6 +72,23 @@ def level_crossed_soon(base: str) -> float:
     return round((float(ahead.price.min()) + float(ahead.price.max())) / 2, 2)
 
 
+#: Record the page's notifications and tones, passing each on to the real browser API (run before the page loads).
+JS_RECORD_BELL = """(() => {
+  window.flBell = {notes: [], tones: 0};
+  const N = window.Notification;
+  if (N) { window.Notification = class extends N {
+    constructor(title, opts) { super(title, opts); window.flBell.notes.push(opts && opts.body); } }; }
+  const start = OscillatorNode.prototype.start;
+  OscillatorNode.prototype.start = function (...a) { window.flBell.tones += 1; return start.apply(this, a); };
+})();"""
+
+
+#: The check box of a Panel Checkbox by its label (Panel 1.10 draws the label beside the input, not around it).
+JS_CHECKBOX = """(label) => { for (const d of Bokeh.documents) for (const m of d.all_models)
+  if (m.type === 'Checkbox' && m.label === label) return Bokeh.index.find_one(m).shadow_el.querySelector('input');
+  return null; }"""
+
+
 def get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=10) as r:
         return json.loads(r.read())
@@ -80,10 +97,17 @@ def get_json(url: str) -> dict:
 def test_arm_toast_marker_remove_and_alt_click_level(alerts_server, browser):
     base = alerts_server
     with page_of(browser) as page:
+        page.context.grant_permissions(["notifications"])
+        page.add_init_script(JS_RECORD_BELL)
         page.goto(base)
         wait_for(page, chart_ready, "the live chart", timeout=60)
         close = level_crossed_soon(base)
         page.locator(".card-header", has_text="Alerts").first.click()
+        # the bell: a tone and a browser notification per new signal (both off until ticked)
+        assert page.evaluate("() => [window.flBell.tones, window.flBell.notes.length]") == [0, 0]
+        for label in ("Sound", "Browser notification"):  # a real click (a user gesture: the browser asks then)
+            page.evaluate_handle(JS_CHECKBOX, label).as_element().click()
+        wait_for(page, lambda p: p.evaluate("() => Notification.permission") == "granted", "the permission")
         page.locator("input[type=password]").fill(TOKEN)
         level = page.get_by_placeholder("price")
         level.fill(f"{close:.2f}")
@@ -98,6 +122,10 @@ def test_arm_toast_marker_remove_and_alt_click_level(alerts_server, browser):
         toast = page.locator(".notyf__message", has_text="price_cross")
         wait_for(page, lambda p: toast.count(), "the toast", timeout=60)
         assert "BTCUSDT" in toast.first.inner_text() and "UTC" in toast.first.inner_text()
+        notes = wait_for(page, lambda p: [n for n in p.evaluate("() => window.flBell.notes") if "price_cross" in n],
+                         "the browser notification")
+        assert "BTCUSDT" in notes[0] and notes[0] in {toast.nth(i).inner_text() for i in range(toast.count())}
+        assert page.evaluate("() => window.flBell.tones") >= 1, "no tone played with the toast"
 
         def marker_on_a_signal(p):
             api = {(s["time"], s["price"]) for s in get_json(f"{base}api/v1/signals?symbol=BTCUSDT")["signals"]}

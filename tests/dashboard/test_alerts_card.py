@@ -162,6 +162,24 @@ async def test_markers_for_the_signals_in_the_window_and_toasts_after_a_refresh(
     assert await dash.check_alerts() == []
 
 
+def test_the_bell_rings_only_when_ticked_and_each_ring_is_a_new_value():
+    """The bell (sound, browser notification) is off by default; each ring sets a new JSON value for the browser's
+    jscallback (tests/dashboard/test_alerts_browser.py checks the tone and the notification in Chromium)."""
+    import json
+
+    from dashboard.alert_bell import AlertBell
+
+    bell = AlertBell()
+    assert not bell.ring(["▲ price_cross 9,712.50 · BTCUSDT 01:03:04 UTC"]) and bell._value.value == ""
+    bell.sound = True
+    assert not bell.ring([])  # nothing new: silent
+    assert bell.ring(["a"]) and bell.ring(["a"])  # the same text twice rings twice
+    assert json.loads(bell._value.value) == {"n": 2, "sound": True, "notify": False, "texts": ["a"]}
+    bell.param.update(sound=False, notify=True)
+    assert bell.ring(["b", "c"]) and json.loads(bell._value.value)["texts"] == ["b", "c"]
+    assert bell.rings == 3
+
+
 async def test_alt_click_sets_the_level_on_the_tick_and_a_plain_click_keeps_highlighting(book, trades):
     dash = Dashboard(book.registry, DashboardSettings(), symbols=["BTCUSDT"], alerts=book)
     await dash.refresh()
