@@ -1,7 +1,7 @@
 """The sidebar's "Alerts" card: arm an alert on the page's symbol, see and remove the symbol's rules.
 
-The card arms the rule types a trader sets by hand (:data:`CARD_TYPES`: a price crossing, a large
-liquidation, a candle delta, a volume spike; :mod:`compute.alert_rules` defines them and the REST API takes
+The card arms every rule type (:data:`CARD_TYPES`: a price crossing, a large liquidation, a candle
+delta, a volume spike, a stacked imbalance; :mod:`compute.alert_rules` defines them and the REST API takes
 every type). It talks to the process's :class:`service.alerts.AlertBook` (the one the REST API uses): arming
 calls ``book.arm({"type": ..., ...}, token)``, which validates the rule, backtests it on the
 history the server holds and stores it; the card shows "armed · would have fired N times in the last H h"
@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 DIRECTION_MARKS = {"up": "▲", "down": "▼", "any": "↕"}
 #: The rule types the card arms (label -> ``type``), in the order of its selector.
 CARD_TYPES = {"Price crosses a level": "price_cross", "Liquidation at least": "liquidation",
-              "Candle delta reaches ±": "delta", "Volume spike": "volume_spike"}
+              "Candle delta reaches ±": "delta", "Volume spike": "volume_spike",
+              "Stacked imbalance": "stacked_imbalance"}
 #: Liquidated side (label -> the forceOrder's side): a SELL order closes a long.
 LIQ_SIDES = {"any": None, "longs (SELL)": "SELL", "shorts (BUY)": "BUY"}
 
@@ -65,6 +66,10 @@ def rule_label(doc: dict, tick: float) -> str:
         return f"delta ±{r.get('threshold', 0):g} ({r.get('interval')}){name}{cooldown}"
     if r.get("type") == "volume_spike":
         return f"volume ×{r.get('k', 0):g} ({r.get('window_s', 0):g} s){name}{cooldown}"
+    if r.get("type") == "stacked_imbalance":
+        side = {"buy": " buy", "sell": " sell"}.get(r.get("side"), "")
+        return (f"{r.get('min_stack', 3)}×{side} imbalance ×{r.get('ratio', 3):g} ({r.get('interval', '1m')}, "
+                f"{r.get('ticks_per_row', 10)} ticks){name}{cooldown}")
     return f"{r.get('type', 'rule')}{name}{cooldown}"
 
 
@@ -91,6 +96,16 @@ class AlertsCard(Viewer):
     window_s = param.Number(default=30.0, bounds=(1, 86_400),
                             doc="volume_spike: the trailing window whose volume is compared (s).")
     spike_k = param.Number(default=4.0, bounds=(1, 1_000), doc="volume_spike: how many times the mean volume.")
+    imb_ratio = param.Number(default=3.0, bounds=(1, 10_000),
+                             doc="stacked_imbalance: how many times the diagonal opposite volume a row's side is.")
+    min_stack = param.Integer(default=3, bounds=(1, 10_000),
+                              doc="stacked_imbalance: the least number of adjacent imbalanced rows.")
+    imb_side = param.Selector(default="any", objects=["any", "buy", "sell"],
+                              doc="stacked_imbalance: buy (ask) imbalances, sell (bid) ones, or either.")
+    imb_interval = param.Selector(default="1m", objects=list(INTERVALS),
+                                  doc="stacked_imbalance: the footprint's candle interval.")
+    ticks_per_row = param.Integer(default=10, bounds=(1, 1_000_000),
+                                  doc="stacked_imbalance: the footprint's row size in ticks.")
     tick = param.Number(default=0.01, bounds=(0, None), inclusive_bounds=(False, True),
                         doc="The symbol's price tick (levels are rounded to it).")
     level = param.Number(default=None, allow_None=True, bounds=(0, None), inclusive_bounds=(False, True),
@@ -150,6 +165,12 @@ class AlertsCard(Viewer):
         elif self.rule_type == "volume_spike":
             fields = [pn.Row(W.FloatInput.from_param(p.window_s, label="Window (s)", width=110),
                              W.FloatInput.from_param(p.spike_k, label="× mean volume", width=110))]
+        elif self.rule_type == "stacked_imbalance":
+            fields = [pn.Row(W.FloatInput.from_param(p.imb_ratio, label="Ratio ×", width=110),
+                             W.IntInput.from_param(p.min_stack, label="Rows stacked", width=110)),
+                      pn.Row(W.Select.from_param(p.imb_side, label="Side", width=70),
+                             W.Select.from_param(p.imb_interval, label="Candle", width=70),
+                             W.IntInput.from_param(p.ticks_per_row, label="Ticks a row", width=80))]
         else:
             fields = [W.FloatInput.from_param(p.level, label="Level (alt-click the chart)", placeholder="price",
                                               step=self.tick),
@@ -187,6 +208,9 @@ class AlertsCard(Viewer):
             body.update(threshold=self.threshold, window="candle", interval=self.delta_interval)
         elif self.rule_type == "volume_spike":
             body.update(window_s=self.window_s, k=self.spike_k)
+        elif self.rule_type == "stacked_imbalance":
+            body.update(ratio=self.imb_ratio, min_stack=self.min_stack, side=self.imb_side,
+                        interval=self.imb_interval, ticks_per_row=self.ticks_per_row)
         else:
             body.update(level=self.level, direction=self.direction)
         if self.rule_name.strip():

@@ -71,11 +71,15 @@ async def test_the_card_arms_with_the_backtest_refuses_a_wrong_token_and_an_unkn
      {"threshold": 25.0, "window": "candle", "interval": "1m"}, "delta ±25 (1m) · 60 s", "Delta ± (base)"),
     ("volume_spike", {"window_s": 30.0, "spike_k": 4.0}, {"window_s": 30.0, "k": 4.0}, "volume ×4 (30 s) · 60 s",
      "× mean volume"),
+    ("stacked_imbalance", {"imb_ratio": 2.5, "min_stack": 2, "imb_side": "buy", "imb_interval": "5m",
+                           "ticks_per_row": 50},
+     {"ratio": 2.5, "min_stack": 2, "side": "buy", "interval": "5m", "ticks_per_row": 50},
+     "2× buy imbalance ×2.5 (5m, 50 ticks) · 60 s", "Rows stacked"),
 ])
 async def test_the_card_arms_the_other_rule_types_with_their_backtest(book, trades, rule_type, fields, want, label,
                                                                        widget):
-    """The card's selector (issue 18 leftover): a liquidation, a candle delta and a volume spike, each stored as the
-    rule the form shows and backtested as the engine evaluates it on the same trades."""
+    """The card's selector (issue 18 leftover): a liquidation, a candle delta, a volume spike and a stacked imbalance,
+    each stored as the rule the form shows and backtested as the engine evaluates it on the same trades."""
     from service.alerts import liquidations_of
 
     card = AlertsCard(book, symbol="BTCUSDT")
