@@ -62,7 +62,7 @@ class AlertBell(Viewer):
 
     def __init__(self, **params):
         super().__init__(**params)
-        self._value = pn.widgets.TextInput(value="", visible=False, name="alert_bell")
+        self._value = pn.widgets.TextInput(value="", visible=False)
         self._value.jscallback(value=RING_JS)
         self.sound_box = pn.widgets.Checkbox.from_param(self.param.sound, label="Sound")
         self.sound_box.jscallback(value=AUDIO_JS)

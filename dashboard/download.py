@@ -120,11 +120,11 @@ class Downloads(Viewer):
         self._shown_plan, self._footprint_of = shown_plan, footprint_of
         self._chart_model, self._show_messages = chart_model, show_messages
         self._coverage_of = coverage_of
-        self.jupyter_button = pn.widgets.Button(name="Open in Jupyter (code cell)", button_type="light",
+        self.jupyter_button = pn.widgets.Button(label="Open in Jupyter (code cell)", color="light",
                                                 description="Python that rebuilds this profile in a notebook from the "
                                                             "same trades (their hash is checked)")
         self.jupyter_button.on_click(self.open_in_jupyter)
-        self.jupyter_code = pn.widgets.TextAreaInput(value="", rows=12, visible=False, name="jupyter_cell",
+        self.jupyter_code = pn.widgets.TextAreaInput(value="", rows=12, visible=False, label="Code cell",
                                                      sizing_mode="stretch_width")
         self.format = pn.widgets.RadioButtonGroup.from_param(self.param.table_format, options=list(TABLE_FORMATS),
                                                              label="Table format",
