@@ -57,6 +57,7 @@ import redis
 
 from benchmarks.data import build_day
 from compute.batch import TradeBatch
+from feeds.source import BatchList, cut_by_time
 from store import keys
 from store.embedded import start_embedded
 from store.ingest import IngestService
@@ -82,32 +83,6 @@ class Row:
     target: str
     ok: bool | None
     note: str = ""
-
-
-class ListSource:
-    """The simplest source: pre-cut real trade batches, one per ``__anext__`` (no pacing, no ``next_due``)."""
-
-    def __init__(self, batches: list[TradeBatch]):
-        self._it = iter(batches)
-
-    def describe(self) -> str:
-        return "BENCH pre-cut batches"
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self) -> TradeBatch:
-        try:
-            return next(self._it)
-        except StopIteration:
-            raise StopAsyncIteration from None
-
-
-def batches_of(day: TradeBatch, ms: int) -> list[TradeBatch]:
-    """``day`` cut at multiples of ``ms`` (UTC ms) of exchange time; empty windows left out."""
-    edges = np.arange(int(day.time[0]) // ms * ms, int(day.time[-1]) + ms + 1, ms)
-    bounds = np.searchsorted(day.time, edges)
-    return [day.take(slice(a, b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
 
 
 def packed(batches: list[TradeBatch]) -> list[bytes]:
@@ -136,7 +111,7 @@ def product_cpu(url: str, batches: list[TradeBatch]) -> tuple[float, float, list
 
     async def go():
         client = connect(url)
-        svc = IngestService(ListSource(batches), await fenced(RedisStore(client)), symbol=SYMBOL, tick=TICK)
+        svc = IngestService(BatchList(batches), await fenced(RedisStore(client)), symbol=SYMBOL, tick=TICK)
         gc.collect()
         c, w = time.process_time(), time.perf_counter()
         await svc.run()
@@ -208,7 +183,7 @@ class _Signalled(RedisStore):
             self.attempted.set()
 
 
-class PacedSource(ListSource):
+class PacedSource(BatchList):
     """Hands over the next batch only once the last one's write was tried: one transaction per batch, as live."""
 
     def __init__(self, batches: list[TradeBatch], attempted: asyncio.Event):
@@ -276,7 +251,7 @@ def bench_memory(url: str, day: TradeBatch, minute: list[TradeBatch]) -> Row:
 
 async def _ingest_once(url: str, batches: list[TradeBatch]) -> None:
     client = connect(url)
-    await IngestService(ListSource(batches), RedisStore(client), symbol=SYMBOL, tick=TICK).run()
+    await IngestService(BatchList(batches), RedisStore(client), symbol=SYMBOL, tick=TICK).run()
     await client.aclose()
 
 
@@ -355,8 +330,8 @@ def main(argv=None) -> int:
     reps = args.reps or (2 if args.quick else 5)
     env = environment()
     day, desc = build_day(layers=2 if args.quick else 22)
-    minute = batches_of(day, 60_000)
-    second = batches_of(day.time_slice(None, int(day.time[0]) + int(args.second_hours * 3600_000)), 1_000)
+    minute = cut_by_time(day, 60_000)
+    second = cut_by_time(day.time_slice(None, int(day.time[0]) + int(args.second_hours * 3600_000)), 1_000)
     server, url = start_embedded()
     try:
         rows = [*bench_ingest(url, minute, "ingest, 1-min batches", reps, ">= 5 M/s and >= 0.5x (a)", 5.0),

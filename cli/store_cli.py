@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from compute.batch import TradeBatch
+from feeds.source import BatchList, cut_by_time
 
 #: The plain-text help.
 DESCRIPTION = """Load trades into flowlens's Redis layout.
@@ -60,32 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class _Batches:
-    """A source of pre-cut batches, handed over as fast as the ingest takes them."""
-
-    def __init__(self, batches: list[TradeBatch], label: str):
-        self._it, self._label = iter(batches), label
-
-    def describe(self) -> str:
-        return self._label
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self) -> TradeBatch:
-        try:
-            return next(self._it)
-        except StopIteration:
-            raise StopAsyncIteration from None
-
-
-def cut(b: TradeBatch, ms: int) -> list[TradeBatch]:
-    """``b`` (sorted by time) cut at multiples of ``ms`` of exchange time (UTC ms); no empty batches."""
-    cuts = np.flatnonzero(np.diff(b.time // ms)) + 1
-    bounds = [0, *cuts.tolist(), len(b)]
-    return [b.take(slice(lo, hi)) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True) if hi > lo]
-
-
 def _read(path: str, symbol: str | None) -> TradeBatch:
     from feeds.readers import read_trades
 
@@ -112,7 +87,7 @@ async def load(args) -> dict:
             meta = await store.meta(batch.symbol)
         except (redis.exceptions.RedisError, OSError) as e:
             raise _CliError(f"cannot use Redis at {mask_url(args.redis_url)}: {e}") from None
-        svc = IngestService(_Batches(cut(batch, args.batch_ms), f"LOAD {args.file}"), store,
+        svc = IngestService(BatchList(cut_by_time(batch, args.batch_ms), f"LOAD {args.file}"), store,
                             symbol=batch.symbol, tick=args.tick)
         if meta.get("last_trade_id"):
             svc.skip_through_id = int(meta["last_trade_id"])

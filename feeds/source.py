@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+import numpy as np
+
 from compute.batch import LiquidationBatch, TradeBatch
 
-__all__ = ["FeedItem", "LiquidationBatch", "Source"]
+__all__ = ["BatchList", "FeedItem", "LiquidationBatch", "Source", "cut_by_time"]
 
 
 #: What a source yields.
@@ -32,3 +34,30 @@ class Source(Protocol):
     async def __anext__(self) -> FeedItem: ...
 
     def describe(self) -> str: ...
+
+
+class BatchList:
+    """The simplest source: pre-cut batches, one per ``__anext__``, handed over as fast as the ingest takes them
+    (no pacing, no ``next_due``); ``label`` is its ``describe()`` text."""
+
+    def __init__(self, batches: list[FeedItem], label: str = "pre-cut batches"):
+        self._it, self._label = iter(batches), label
+
+    def describe(self) -> str:
+        return self._label
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> FeedItem:
+        try:
+            return next(self._it)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+
+def cut_by_time(b: TradeBatch, ms: int) -> list[TradeBatch]:
+    """``b`` (sorted by time) cut at multiples of ``ms`` of exchange time (UTC ms); no empty batches."""
+    cuts = np.flatnonzero(np.diff(b.time // ms)) + 1
+    bounds = [0, *cuts.tolist(), len(b)]
+    return [b.take(slice(lo, hi)) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True) if hi > lo]

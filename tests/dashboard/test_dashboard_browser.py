@@ -126,6 +126,31 @@ def following(page) -> bool | None:
     return None if v is None else v == "true"
 
 
+#: The page position 40 % across and half-way down the price chart's frame (where drags start).
+JS_CHART_GRIP = """() => { const v = Bokeh.index.find_one(Bokeh.documents[0].get_model_by_name('price_chart'));
+  const r = v.canvas_view.el.getBoundingClientRect(); const f = v.frame.bbox;
+  return {x: r.left + f.left + f.width * 0.4, y: r.top + f.top + f.height * 0.5}; }"""
+
+
+def drag_chart(page, done) -> bool:
+    """Drag the price chart 450 px to the right (earlier trades) until ``done(page)`` holds, polled for 8 s a drag.
+
+    A drag can be lost while a busy page re-renders: up to 3 drags. Returns whether ``done`` held.
+    """
+    m = page.evaluate(JS_CHART_GRIP)
+    for _attempt in range(3):
+        page.mouse.move(m["x"] - 200, m["y"])
+        page.mouse.down()
+        page.mouse.move(m["x"] + 250, m["y"], steps=12)
+        page.mouse.up()
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline and not done(page):
+            page.wait_for_timeout(200)
+        if done(page):
+            return True
+    return False
+
+
 JS_PROFILE_ATTRS = """() => {
   const find = (root) => { const hit = root.querySelector('.fl-profile'); if (hit) return hit;
     for (const e of root.querySelectorAll('*')) { if (e.shadowRoot) { const h = find(e.shadowRoot); if (h) return h; } }
@@ -371,20 +396,7 @@ def test_pan_and_zoom_recompute_the_visible_range_and_reset_follows_again(server
         wait_for(page, lambda p: chart_ready(p) and following(p) is True
                  and len(p.evaluate(JS_SOURCE, ["heatmap", "x"]) or []) and chart_ready(p), "the live chart")
         heat_before = page.evaluate(JS_SOURCE, ["heatmap", "x"])
-        m = page.evaluate("""() => { const v = Bokeh.index.find_one(Bokeh.documents[0].get_model_by_name('price_chart'));
-                          const r = v.canvas_view.el.getBoundingClientRect(); const f = v.frame.bbox;
-                          return {x: r.left + f.left + f.width * 0.4, y: r.top + f.top + f.height * 0.5}; }""")
-        for _attempt in range(3):  # a drag can be lost while a busy page re-renders; try again
-            page.mouse.move(m["x"] - 200, m["y"])
-            page.mouse.down()
-            page.mouse.move(m["x"] + 250, m["y"], steps=12)  # drag right by ~60 % of the plot: earlier trades
-            page.mouse.up()
-            deadline = time.monotonic() + 8
-            while time.monotonic() < deadline and following(page) is not False:
-                page.wait_for_timeout(200)
-            if following(page) is False:
-                break
-        assert following(page) is False, "following not turned off by the pan"
+        assert drag_chart(page, lambda p: following(p) is False), "following not turned off by the pan"
         # the profile of the range the browser shows once the drag is over (a settled look alone could catch the
         # profile of a drag's intermediate range, or of a first drag whose pan arrived after its retry)
         after = wait_for(page, profile_of_shown_range, "the profile of the panned range")
@@ -680,20 +692,8 @@ def test_pages_of_one_view_share_the_leaders_refresh_and_leave_it_when_panned(se
         wait_for(b, lambda _: (s := _same_picture([b, c])) and s[0] > first_id, "the other two to move on together",
                  timeout=45)
 
-        m = c.evaluate("""() => { const v = Bokeh.index.find_one(Bokeh.documents[0].get_model_by_name('price_chart'));
-                       const r = v.canvas_view.el.getBoundingClientRect(); const f = v.frame.bbox;
-                       return {x: r.left + f.left + f.width * 0.4, y: r.top + f.top + f.height * 0.5}; }""")
-        for _attempt in range(3):  # a drag can be lost while a busy page re-renders
-            before = c.evaluate(JS_PROFILE_ATTRS)
-            c.mouse.move(m["x"] - 200, m["y"])
-            c.mouse.down()
-            c.mouse.move(m["x"] + 250, m["y"], steps=12)  # drag right: earlier trades
-            c.mouse.up()
-            deadline = time.monotonic() + 8
-            while time.monotonic() < deadline and int(c.evaluate(JS_PROFILE_ATTRS)["from"]) >= int(before["from"]):
-                c.wait_for_timeout(200)
-            if int(c.evaluate(JS_PROFILE_ATTRS)["from"]) < int(before["from"]):
-                break
+        before = c.evaluate(JS_PROFILE_ATTRS)  # (a profile slow to move is waited for below, up to 90 s)
+        drag_chart(c, lambda p: int(p.evaluate(JS_PROFILE_ATTRS)["from"]) < int(before["from"]))
         # a settled profile, not necessarily of the final range (profile_of_shown_range): under an extra busy
         # process one CI run never saw this page's profile reach its final range in 90 s. The suspected cause, the
         # follower's leave sending its older server-side x range back to the browser mid-drag, is fixed and tested

@@ -13,13 +13,12 @@ reload through the URL. Screenshots of each state at the three sizes go to
 
 from __future__ import annotations
 
-import time
 import urllib.parse
 from contextlib import contextmanager
 
 import pytest
 from browser import JS_DOC_IDLE, ROOT
-from test_dashboard_browser import wait_for
+from test_dashboard_browser import drag_chart, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -199,20 +198,8 @@ def test_embed_view_says_the_reason_once_on_one_line(server, browser):
 
 def _pan(page) -> None:
     """Drag the chart to the right (earlier trades) until the page stops following the live edge."""
-    m = page.evaluate("""() => { const v = Bokeh.index.find_one(Bokeh.documents[0].get_model_by_name('price_chart'));
-                      const r = v.canvas_view.el.getBoundingClientRect(); const f = v.frame.bbox;
-                      return {x: r.left + f.left + f.width * 0.4, y: r.top + f.top + f.height * 0.5}; }""")
-    for _attempt in range(3):  # a drag can be lost while a busy page re-renders; try again
-        page.mouse.move(m["x"] - 200, m["y"])
-        page.mouse.down()
-        page.mouse.move(m["x"] + 250, m["y"], steps=12)
-        page.mouse.up()
-        deadline = time.monotonic() + 8
-        while time.monotonic() < deadline and layout(page)["live"]["pressed"] != "false":
-            page.wait_for_timeout(200)
-        if layout(page)["live"]["pressed"] == "false":
-            return
-    pytest.fail("following not turned off by the pan")
+    if not drag_chart(page, lambda p: layout(p)["live"]["pressed"] == "false"):
+        pytest.fail("following not turned off by the pan")
 
 
 def _settled_view(page):
