@@ -33,8 +33,8 @@ _Ms = Annotated[int, msgspec.Meta(ge=1, le=_INT64_MAX)]  # UTC ms: int64, positi
 _Pos = Annotated[float, msgspec.Meta(gt=0, le=sys.float_info.max)]  # finite and > 0 (rejects nan, inf)
 
 
-class AggTradeMsg(msgspec.Struct, tag_field="e", tag="aggTrade"):
-    """aggTrade payload; all fields required."""
+class _AggTradeFields(msgspec.Struct):
+    """The fields of an aggTrade payload and their ranges, all required (the two decoders' Structs share them)."""
 
     E: _Ms  # noqa: N815 event time, ms
     s: str
@@ -47,7 +47,11 @@ class AggTradeMsg(msgspec.Struct, tag_field="e", tag="aggTrade"):
     m: bool
 
 
-class FastAggTradeMsg(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+class AggTradeMsg(_AggTradeFields, tag_field="e", tag="aggTrade"):
+    """aggTrade payload; all fields required."""
+
+
+class FastAggTradeMsg(_AggTradeFields, forbid_unknown_fields=True, gc=False):
     """The aggTrade payload of the decoder's fast path: :class:`AggTradeMsg`'s fields and ranges, nothing else.
 
     ``e`` must be ``"aggTrade"``; spot's ``M`` (ignore) is allowed; any other field makes the
@@ -56,15 +60,6 @@ class FastAggTradeMsg(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """
 
     e: Literal["aggTrade"]
-    E: _Ms  # noqa: N815 event time, ms
-    s: str
-    a: _Id
-    p: _Pos
-    q: _Pos
-    f: _Id
-    l: _Id  # noqa: E741
-    T: _Ms  # noqa: N815 trade time, ms
-    m: bool
     M: bool = False  # noqa: N815 spot's "ignore" flag
 
 
